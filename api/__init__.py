@@ -1,0 +1,1 @@
+"""The Shadowdesk application: settings, persistence, services, HTTP routes, jobs and the CLI."""

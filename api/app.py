@@ -1,0 +1,61 @@
+"""The app factory: the single place where settings, database, backend, services and routes meet."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.backends import build_backend
+from api.db import make_engine, make_session_factory, transaction
+from api.demo import ensure_demo_bot
+from api.errors import install_error_handlers
+from api.metrics import Metrics
+from api.migrate import upgrade
+from api.routes import admin, chat, health, models
+from api.services.chat import ChatService
+from api.settings import Settings, get_settings
+from serving.backend import Backend
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> FastAPI:
+    """Build the application. `backend` overrides the one the settings describe (tests, embedding)."""
+    settings = settings or get_settings()
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+    backend = backend or build_backend(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.should_auto_migrate:
+            await run_in_threadpool(upgrade, settings)
+        await backend.start()
+        if settings.create_demo_bot:
+            def seed() -> None:
+                with transaction(sessions) as session:
+                    if ensure_demo_bot(session, base_model=settings.model):
+                        log.info("created the demo bot (slug 'demo')")
+            await run_in_threadpool(seed)
+        try:
+            yield
+        finally:
+            await backend.close()
+            engine.dispose()
+
+    app = FastAPI(title="Shadowdesk", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.backend = backend
+    app.state.metrics = metrics
+    app.state.chat = ChatService(settings, sessions, backend, metrics)
+    install_error_handlers(app)
+    for module in (chat, models, health, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,151 @@
+"""Admin JSON API under `/api/`: bots, API keys and stored exchanges. Needs an admin key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from api.deps import AdminKey, SessionDep
+from api.errors import InvalidRequest
+from api.models import ApiKey, Bot, Exchange
+from api.services import bots as bot_service
+from api.services import exchanges as exchange_service
+from api.services import keys as key_service
+
+router = APIRouter(prefix="/api")
+
+
+class BotOut(BaseModel):
+    id: str
+    slug: str
+    name: str
+    system_prompt: str
+    scope: str
+    refusal_message: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    live_release_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, bot: Bot) -> BotOut:
+        return cls.model_validate(bot, from_attributes=True)
+
+
+class KeyCreate(BaseModel):
+    name: str = Field("", max_length=200)
+    bots: list[str] = Field(default_factory=list, description="Slugs of the bots the key may use.")
+    admin: bool = False
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    admin: bool
+    bots: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(
+            id=key.id, name=key.name, prefix=key.prefix, admin=key.is_admin, bots=[b.slug for b in key.bots],
+            created_at=key.created_at, revoked_at=key.revoked_at, last_used_at=key.last_used_at,
+        )
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The secret. Shown this once; only its hash is stored.")
+
+
+class ExchangeOut(BaseModel):
+    id: str
+    bot_id: str
+    conversation_id: str
+    release_id: str | None
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    answer: str
+    status: str
+    finish_reason: str | None
+    error: str | None
+    streamed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Exchange) -> ExchangeOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+@router.post("/bots", status_code=201)
+def create_bot(data: bot_service.BotCreate, _: AdminKey, session: SessionDep, request: Request) -> BotOut:
+    bot = bot_service.create_bot(session, data, base_model=request.app.state.settings.model)
+    return BotOut.of(bot)
+
+
+@router.get("/bots")
+def list_bots(_: AdminKey, session: SessionDep) -> list[BotOut]:
+    return [BotOut.of(b) for b in bot_service.list_bots(session)]
+
+
+@router.get("/bots/{slug}")
+def get_bot(slug: str, _: AdminKey, session: SessionDep) -> BotOut:
+    return BotOut.of(bot_service.get_bot(session, slug))
+
+
+@router.patch("/bots/{slug}")
+def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep) -> BotOut:
+    return BotOut.of(bot_service.update_bot(session, slug, data))
+
+
+@router.delete("/bots/{slug}", status_code=204)
+def delete_bot(slug: str, _: AdminKey, session: SessionDep) -> Response:
+    bot_service.delete_bot(session, slug)
+    return Response(status_code=204)
+
+
+@router.post("/keys", status_code=201)
+def create_key(data: KeyCreate, _: AdminKey, session: SessionDep) -> KeyCreated:
+    bots = [bot_service.get_bot(session, slug) for slug in data.bots]
+    if not bots and not data.admin:
+        raise InvalidRequest("Give at least one bot, or admin=true.", param="bots")
+    key, secret = key_service.create_key(session, bots=bots, is_admin=data.admin, name=data.name)
+    return KeyCreated(**KeyOut.of(key).model_dump(), key=secret)
+
+
+@router.get("/keys")
+def list_keys(_: AdminKey, session: SessionDep) -> list[KeyOut]:
+    return [KeyOut.of(k) for k in key_service.list_keys(session)]
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key(key_id: str, _: AdminKey, session: SessionDep) -> KeyOut:
+    return KeyOut.of(key_service.revoke_key(session, key_id))
+
+
+@router.get("/exchanges")
+def list_exchanges(
+    _: AdminKey,
+    session: SessionDep,
+    bot: str | None = None,
+    conversation_id: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> list[ExchangeOut]:
+    bot_id = bot_service.get_bot(session, bot).id if bot else None
+    rows = exchange_service.list_exchanges(session, bot_id=bot_id, conversation_id=conversation_id, limit=limit)
+    return [ExchangeOut.of(r) for r in rows]
+
+
+@router.get("/exchanges/{exchange_id}")
+def get_exchange(exchange_id: str, _: AdminKey, session: SessionDep) -> ExchangeOut:
+    return ExchangeOut.of(exchange_service.get_exchange(session, exchange_id))

@@ -1,0 +1,70 @@
+"""OpenAI-compatible chat: `POST /v1/chat/completions`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from starlette.datastructures import State
+
+from api.deps import ChatServiceDep, bearer_token, bootstrap_admin_secret
+from api.errors import InvalidRequest
+from api.schemas.openai import ChatCompletionRequest
+from api.services.chat import ChatTurn, build_turn, validate_request
+from api.services.bots import get_bot
+from api.services.keys import authenticate, require_secret
+from api.settings import Settings
+
+router = APIRouter()
+
+CONVERSATION_HEADER = "X-Conversation-Id"
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request, chat: ChatServiceDep) -> JSONResponse | StreamingResponse:
+    token = require_secret(bearer_token(request))
+    body = await _parse_body(request)
+    conversation_id = request.headers.get(CONVERSATION_HEADER)
+    if conversation_id is not None and not (0 < len(conversation_id) <= 200):
+        raise InvalidRequest("X-Conversation-Id must be 1-200 characters.", param=CONVERSATION_HEADER)
+    token = bearer_token(request)
+    turn = await run_in_threadpool(_resolve_turn, request.app.state, token, body, conversation_id)
+    headers = {CONVERSATION_HEADER: turn.conversation_id, "X-Exchange-Id": turn.exchange_id}
+    if turn.stream:
+        body_iter = await chat.open_stream(turn)
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+        return StreamingResponse(body_iter, media_type="text/event-stream", headers=headers)
+    return JSONResponse(await chat.complete(turn), headers=headers)
+
+
+async def _parse_body(request: Request) -> ChatCompletionRequest:
+    raw = await request.body()
+    try:
+        data: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def _resolve_turn(
+    state: State, token: str, body: ChatCompletionRequest, conversation_id: str | None
+) -> ChatTurn:
+    """Authenticate, find the bot, validate and build the turn in one short transaction (off the loop)."""
+    settings: Settings = state.settings
+    with state.sessions() as session, session.begin():
+        key = authenticate(session, token, bootstrap_admin=bootstrap_admin_secret(settings))
+        bot = get_bot(session, body.model)
+        validate_request(body, settings)
+        return build_turn(body, key=key, bot=bot, conversation_id=conversation_id, settings=settings)

@@ -1,0 +1,58 @@
+"""Stored exchanges: every client question, the answer it got and how it went."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import NotFound
+from api.models import Exchange
+
+
+@dataclass
+class ExchangeRecord:
+    """Everything known about an exchange once its outcome is known; written in one INSERT."""
+
+    id: str
+    bot_id: str
+    conversation_id: str
+    release_id: str | None
+    api_key_id: str | None
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    answer: str
+    status: str  # completed | interrupted | error
+    finish_reason: str | None
+    error: str | None
+    streamed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+
+
+def record_exchange(session: Session, record: ExchangeRecord) -> Exchange:
+    row = Exchange(**record.__dict__)
+    session.add(row)
+    return row
+
+
+def list_exchanges(
+    session: Session, *, bot_id: str | None = None, conversation_id: str | None = None, limit: int = 50
+) -> list[Exchange]:
+    query = select(Exchange).order_by(Exchange.created_at.desc(), Exchange.id.desc()).limit(limit)
+    if bot_id is not None:
+        query = query.where(Exchange.bot_id == bot_id)
+    if conversation_id is not None:
+        query = query.where(Exchange.conversation_id == conversation_id)
+    return list(session.scalars(query))
+
+
+def get_exchange(session: Session, exchange_id: str) -> Exchange:
+    row = session.get(Exchange, exchange_id)
+    if row is None:
+        raise NotFound(f"No exchange with id '{exchange_id}'.", param="exchange_id")
+    return row

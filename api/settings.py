@@ -1,0 +1,92 @@
+"""The one settings object. Every knob is an environment variable prefixed `SHADOWDESK_` (or a line in
+the file named by `SHADOWDESK_ENV_FILE`, default `.env`)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHADOWDESK_",
+        env_file=os.environ.get("SHADOWDESK_ENV_FILE", ".env"),
+        extra="ignore",
+    )
+
+    environment: Literal["local", "production"] = Field(
+        "local", description="`production` refuses unsafe defaults (no admin key, demo bot)."
+    )
+    data_dir: Path = Field(
+        Path("./shadowdesk-data"),
+        description="Where the embedded default keeps its SQLite database, vectors and artifacts.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Default: SQLite in data_dir.",
+    )
+    auto_migrate: bool | None = Field(
+        None,
+        description="Upgrade the schema on start. Default: on for SQLite, off otherwise "
+        "(run `shadowdesk db upgrade`).",
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="Bootstrap admin API key (in addition to admin keys created from the CLI)."
+    )
+
+    # Model backend serving live answers.
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str = Field(
+        "smollm2",
+        description="transformers: a local HF folder, a .gguf file, or `smollm2` (packaged). "
+        "openai: the upstream model name.",
+    )
+    torch_threads: int | None = Field(None, description="Threads for in-process torch (None: torch's default).")
+    max_batch_size: int = Field(8, description="Concurrent sequences batched together by the transformers backend.")
+    upstream_url: str | None = Field(None, description="OpenAI-compatible upstream base URL (backend=openai).")
+    upstream_api_key: SecretStr | None = None
+    backend_timeout_s: float = Field(120.0, description="Longest wait for a whole answer before a 504.")
+
+    # Request limits (bad input gets a 400, not a crash).
+    max_messages: int = 64
+    max_message_chars: int = 16_000
+    max_total_chars: int = 64_000
+    max_tokens_limit: int = 2048
+    default_max_tokens: int = 256
+
+    create_demo_bot: bool = Field(True, description="Create the `demo` bot on first start if missing.")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if self.database_url is None:
+                raise ValueError("production needs SHADOWDESK_DATABASE_URL (PostgreSQL)")
+            if self.admin_key is not None and len(self.admin_key.get_secret_value()) < 24:
+                raise ValueError("SHADOWDESK_ADMIN_KEY is too short for production (>= 24 chars)")
+        if self.backend == "openai" and not self.upstream_url:
+            raise ValueError("backend=openai needs SHADOWDESK_UPSTREAM_URL")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'shadowdesk.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
