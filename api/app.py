@@ -16,7 +16,10 @@ from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.migrate import upgrade
 from api.routes import admin, chat, health, models
+from api.deps import bootstrap_admin_secret
+from api.services.access import AccessCache
 from api.services.chat import ChatService
+from api.services.exchange_writer import ExchangeWriter
 from api.settings import Settings, get_settings
 from serving.backend import Backend
 
@@ -42,10 +45,12 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                     if ensure_demo_bot(session, base_model=settings.model):
                         log.info("created the demo bot (slug 'demo')")
             await run_in_threadpool(seed)
+        writer.start()
         try:
             yield
         finally:
             await backend.close()
+            writer.stop()
             engine.dispose()
 
     app = FastAPI(title="Shadowdesk", version="0.1.0", lifespan=lifespan)
@@ -54,7 +59,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.sessions = sessions
     app.state.backend = backend
     app.state.metrics = metrics
-    app.state.chat = ChatService(settings, sessions, backend, metrics)
+    writer = ExchangeWriter(engine)
+    app.state.access = AccessCache(sessions, settings.access_cache_ttl_s, bootstrap_admin_secret(settings))
+    app.state.chat = ChatService(settings, writer, backend, metrics)
     install_error_handlers(app)
     for module in (chat, models, health, admin):
         app.include_router(module.router)

@@ -56,6 +56,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = True,
 ) -> None:
     """Start the API server (loads the model, upgrades the embedded database, creates the demo bot)."""
     import uvicorn
@@ -63,7 +64,10 @@ def serve(
     from api.app import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @db_app.command("upgrade")
@@ -253,25 +257,27 @@ def _read_line() -> str | None:
 
 async def _chat_local(slug: str) -> None:
     from api.backends import build_backend
+    from api.errors import ApiError
     from api.metrics import Metrics
-    from api.models import ApiKey
     from api.schemas.openai import ChatCompletionRequest
+    from api.services.access import BotConfig, KeyGrant
     from api.services.bots import get_bot
     from api.services.chat import ChatService, build_turn, validate_request
-    from api.errors import ApiError
+    from api.services.exchange_writer import ExchangeWriter
 
     settings = _settings()
     sessions = _sessions(settings)
-    with transaction(sessions) as session:
-        try:
-            get_bot(session, slug)
-        except Exception as exc:
-            _fail(exc)
+    try:
+        with transaction(sessions) as session:
+            bot = BotConfig.of(get_bot(session, slug))
+    except Exception as exc:
+        _fail(exc)
     backend = build_backend(settings)
     err.print("loading the model…")
     await backend.start()
-    service = ChatService(settings, sessions, backend, Metrics())
-    local_key = ApiKey(id=None, name="terminal", prefix="", is_admin=True, bots=[])
+    writer = ExchangeWriter(sessions.kw["bind"])
+    service = ChatService(settings, writer, backend, Metrics())
+    terminal = KeyGrant(id=None, is_admin=True, bot_ids=frozenset())
     history: list[dict[str, str]] = []
     conversation_id: str | None = None
     try:
@@ -281,10 +287,8 @@ async def _chat_local(slug: str) -> None:
             history.append({"role": "user", "content": line})
             try:
                 req = ChatCompletionRequest(model=slug, messages=history, stream=True)  # type: ignore[arg-type]
-                with transaction(sessions) as session:
-                    validate_request(req, settings)
-                    turn = build_turn(req, key=local_key, bot=get_bot(session, slug),
-                                      conversation_id=conversation_id, settings=settings)
+                validate_request(req, settings)
+                turn = build_turn(req, grant=terminal, bot=bot, conversation_id=conversation_id, settings=settings)
                 conversation_id = turn.conversation_id
                 answer = await _print_stream(service, turn)
             except ApiError as exc:
@@ -294,6 +298,7 @@ async def _chat_local(slug: str) -> None:
             history.append({"role": "assistant", "content": answer})
     finally:
         await backend.close()
+        writer.stop()
 
 
 async def _print_stream(service, turn) -> str:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from api.services.keys import authenticate
 from api.settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -59,11 +59,12 @@ def admin_key(key: CurrentKey) -> ApiKey:
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
-def get_chat_service(request: Request) -> ChatService:
+# async: a plain `def` dependency would cost a thread-pool hop on every chat request.
+async def get_chat_service(request: Request) -> ChatService:
     return request.app.state.chat
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     max_tokens_limit: int = 2048
     default_max_tokens: int = 256
 
+    access_cache_ttl_s: float = Field(
+        5.0,
+        description="How long a key's and a bot's lookup is reused in memory. Changes made through this "
+        "server apply at once; changes made elsewhere (another replica, the CLI) within this time.",
+    )
+
     create_demo_bot: bool = Field(True, description="Create the `demo` bot on first start if missing.")
 
     @model_validator(mode="after")

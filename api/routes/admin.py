@@ -104,13 +104,18 @@ def get_bot(slug: str, _: AdminKey, session: SessionDep) -> BotOut:
 
 
 @router.patch("/bots/{slug}")
-def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep) -> BotOut:
-    return BotOut.of(bot_service.update_bot(session, slug, data))
+def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep, request: Request) -> BotOut:
+    bot = bot_service.update_bot(session, slug, data)
+    session.commit()
+    request.app.state.access.forget()
+    return BotOut.of(bot)
 
 
 @router.delete("/bots/{slug}", status_code=204)
-def delete_bot(slug: str, _: AdminKey, session: SessionDep) -> Response:
+def delete_bot(slug: str, _: AdminKey, session: SessionDep, request: Request) -> Response:
     bot_service.delete_bot(session, slug)
+    session.commit()
+    request.app.state.access.forget()
     return Response(status_code=204)
 
 
@@ -129,8 +134,11 @@ def list_keys(_: AdminKey, session: SessionDep) -> list[KeyOut]:
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: str, _: AdminKey, session: SessionDep) -> KeyOut:
-    return KeyOut.of(key_service.revoke_key(session, key_id))
+def revoke_key(key_id: str, _: AdminKey, session: SessionDep, request: Request) -> KeyOut:
+    key = key_service.revoke_key(session, key_id)
+    session.commit()
+    request.app.state.access.forget()
+    return KeyOut.of(key)
 
 
 @router.get("/exchanges")

@@ -13,13 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from starlette.datastructures import State
 
-from api.deps import ChatServiceDep, bearer_token, bootstrap_admin_secret
+from api.deps import ChatServiceDep, bearer_token
 from api.errors import InvalidRequest
 from api.schemas.openai import ChatCompletionRequest
 from api.services.chat import ChatTurn, build_turn, validate_request
-from api.services.bots import get_bot
-from api.services.keys import authenticate, require_secret
-from api.settings import Settings
+from api.services.access import AccessCache
+from api.services.keys import require_secret
 
 router = APIRouter()
 
@@ -34,7 +33,7 @@ async def chat_completions(request: Request, chat: ChatServiceDep) -> JSONRespon
     if conversation_id is not None and not (0 < len(conversation_id) <= 200):
         raise InvalidRequest("X-Conversation-Id must be 1-200 characters.", param=CONVERSATION_HEADER)
     token = bearer_token(request)
-    turn = await run_in_threadpool(_resolve_turn, request.app.state, token, body, conversation_id)
+    turn = await _resolve_turn(request.app.state, token, body, conversation_id)
     headers = {CONVERSATION_HEADER: turn.conversation_id, "X-Exchange-Id": turn.exchange_id}
     if turn.stream:
         body_iter = await chat.open_stream(turn)
@@ -58,13 +57,12 @@ async def _parse_body(request: Request) -> ChatCompletionRequest:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def _resolve_turn(
+async def _resolve_turn(
     state: State, token: str, body: ChatCompletionRequest, conversation_id: str | None
 ) -> ChatTurn:
-    """Authenticate, find the bot, validate and build the turn in one short transaction (off the loop)."""
-    settings: Settings = state.settings
-    with state.sessions() as session, session.begin():
-        key = authenticate(session, token, bootstrap_admin=bootstrap_admin_secret(settings))
-        bot = get_bot(session, body.model)
-        validate_request(body, settings)
-        return build_turn(body, key=key, bot=bot, conversation_id=conversation_id, settings=settings)
+    """Authenticate, find the bot, validate and build the turn (from memory when the cache is warm)."""
+    access: AccessCache = state.access
+    hit = access.cached(token, body.model)
+    grant, bot = hit if hit is not None else await run_in_threadpool(access.resolve, token, body.model)
+    validate_request(body, state.settings)
+    return build_turn(body, grant=grant, bot=bot, conversation_id=conversation_id, settings=state.settings)

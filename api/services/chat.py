@@ -11,14 +11,11 @@ import asyncio
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
-
-from api.db import transaction
 from api.errors import (
     ApiError,
     InvalidRequest,
@@ -28,10 +25,10 @@ from api.errors import (
 )
 from api.ids import new_id
 from api.metrics import Metrics
-from api.models import ApiKey, Bot
 from api.schemas.openai import UNSUPPORTED_PARAMS, ChatCompletionRequest
-from api.services.exchanges import ExchangeRecord, record_exchange
-from api.services.keys import key_allows_bot
+from api.services.exchange_writer import ExchangeWriter
+from api.services.exchanges import ExchangeRecord
+from api.services.access import BotConfig, KeyGrant, check_allowed
 from api.settings import Settings
 from serving.backend import (
     Backend,
@@ -65,6 +62,7 @@ class ChatTurn:
     stream: bool
     include_usage: bool
     started: float = field(default_factory=time.perf_counter)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -126,17 +124,14 @@ def validate_request(req: ChatCompletionRequest, settings: Settings) -> None:
 
 
 def build_turn(
-    req: ChatCompletionRequest, *, key: ApiKey, bot: Bot, conversation_id: str | None, settings: Settings
+    req: ChatCompletionRequest, *, grant: KeyGrant, bot: BotConfig, conversation_id: str | None, settings: Settings
 ) -> ChatTurn:
     """Check the key may use the bot and assemble the prompt and parameters (bot defaults + request)."""
-    if not key_allows_bot(key, bot.id):
-        raise PermissionDenied(f"This API key may not use the model '{bot.slug}'.", param="model")
-    release = bot.live_release
-    system_prompt = (release.system_prompt if release and release.system_prompt is not None else bot.system_prompt)
+    check_allowed(grant, bot)
     client_messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt: list[ChatMessage] = []
-    if system_prompt:
-        prompt.append({"role": "system", "content": system_prompt})
+    if bot.system_prompt:
+        prompt.append({"role": "system", "content": bot.system_prompt})
     for m in client_messages:
         role = "system" if m["role"] == "developer" else m["role"]
         prompt.append({"role": role, "content": m["content"]})  # type: ignore[typeddict-item]
@@ -152,9 +147,9 @@ def build_turn(
         exchange_id=new_id("exch"),
         bot_id=bot.id,
         bot_slug=bot.slug,
-        release_id=release.id if release else None,
-        adapter=release.adapter if release else None,
-        api_key_id=key.id,
+        release_id=bot.release_id,
+        adapter=bot.adapter,
+        api_key_id=grant.id,
         conversation_id=conversation_id or req.conversation_id or new_id("conv"),
         client_messages=client_messages,
         prompt=prompt,
@@ -167,11 +162,9 @@ def build_turn(
 class ChatService:
     """Runs turns against the backend and stores their exchanges."""
 
-    def __init__(
-        self, settings: Settings, sessions: sessionmaker[Session], backend: Backend, metrics: Metrics
-    ) -> None:
+    def __init__(self, settings: Settings, writer: ExchangeWriter, backend: Backend, metrics: Metrics) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.writer = writer
         self.backend = backend
         self.metrics = metrics
 
@@ -305,8 +298,9 @@ class ChatService:
             completion_tokens=outcome.completion_tokens,
             latency_ms=latency_ms,
             ttft_ms=outcome.ttft_ms,
+            created_at=turn.received_at,
         )
-        await run_in_threadpool(self._write, record)
+        await self.writer.write(record)
         m, bot = self.metrics, turn.bot_slug
         m.requests.labels(bot, outcome.status).inc()
         m.latency.labels(bot).observe(latency_ms / 1000)
@@ -314,10 +308,6 @@ class ChatService:
             m.ttft.labels(bot).observe(outcome.ttft_ms / 1000)
         m.tokens.labels(bot, "prompt").inc(outcome.prompt_tokens)
         m.tokens.labels(bot, "completion").inc(outcome.completion_tokens)
-
-    def _write(self, record: ExchangeRecord) -> None:
-        with transaction(self.sessions) as session:
-            record_exchange(session, record)
 
     def _completion_body(self, turn: ChatTurn, outcome: Outcome) -> dict[str, Any]:
         return {

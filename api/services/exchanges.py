@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -32,6 +33,7 @@ class ExchangeRecord:
     completion_tokens: int
     latency_ms: float
     ttft_ms: float | None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def record_exchange(session: Session, record: ExchangeRecord) -> Exchange:

@@ -1,0 +1,116 @@
+"""Who may use which bot, answered from memory on the hot path.
+
+Looking up a key and a bot costs two queries and a thread hop per request; the answers change
+rarely. Both are cached for `settings.access_cache_ttl_s` seconds and dropped at once when this
+process changes them (revoke, bot update). Other processes (replicas, the CLI) see a change within
+the TTL. A cache miss also refreshes the key's `last_used_at`, so that write stays off the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from threading import Lock
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import transaction
+from api.errors import AuthenticationFailed, PermissionDenied
+from api.models import ApiKey, Bot
+from api.services.bots import get_bot
+from api.services.keys import authenticate, hash_secret, require_secret
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an authenticated key may do."""
+
+    id: str | None
+    is_admin: bool
+    bot_ids: frozenset[str]
+
+    def allows(self, bot_id: str) -> bool:
+        return self.is_admin or bot_id in self.bot_ids
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyGrant:
+        return cls(key.id, key.is_admin, frozenset(b.id for b in key.bots))
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """A bot as the chat path needs it: settings plus its live release."""
+
+    id: str
+    slug: str
+    system_prompt: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    release_id: str | None
+    adapter: str | None
+
+    @classmethod
+    def of(cls, bot: Bot) -> BotConfig:
+        release = bot.live_release
+        prompt = release.system_prompt if release and release.system_prompt is not None else bot.system_prompt
+        return cls(
+            id=bot.id, slug=bot.slug, system_prompt=prompt, temperature=bot.temperature, top_p=bot.top_p,
+            max_tokens=bot.max_tokens, release_id=release.id if release else None,
+            adapter=release.adapter if release else None,
+        )
+
+
+class AccessCache:
+    def __init__(self, sessions: sessionmaker[Session], ttl_s: float, bootstrap_admin: str | None) -> None:
+        self.sessions = sessions
+        self.ttl_s = ttl_s
+        self.bootstrap_admin = bootstrap_admin
+        self._keys: dict[str, tuple[float, KeyGrant | AuthenticationFailed]] = {}
+        self._bots: dict[str, tuple[float, BotConfig]] = {}
+        self._lock = Lock()
+
+    def cached(self, secret: str | None, slug: str) -> tuple[KeyGrant, BotConfig] | None:
+        """Both answers from memory, or None when either must be read from the database."""
+        now = time.monotonic()
+        key_hit = self._keys.get(hash_secret(require_secret(secret)))
+        bot_hit = self._bots.get(slug)
+        if key_hit is None or bot_hit is None or key_hit[0] < now or bot_hit[0] < now:
+            return None
+        grant = key_hit[1]
+        if isinstance(grant, AuthenticationFailed):
+            raise grant
+        return grant, bot_hit[1]
+
+    def resolve(self, secret: str | None, slug: str) -> tuple[KeyGrant, BotConfig]:
+        """Authenticate and find the bot in the database (blocking; run off the event loop)."""
+        hashed = hash_secret(require_secret(secret))
+        expires = time.monotonic() + self.ttl_s
+        with transaction(self.sessions) as session:
+            try:
+                grant = KeyGrant.of(authenticate(session, secret, bootstrap_admin=self.bootstrap_admin))
+            except AuthenticationFailed as exc:
+                # Remember refusals too, so a flood of bad keys does not become a flood of queries.
+                self._remember_key(hashed, expires, exc)
+                raise
+            self._remember_key(hashed, expires, grant)
+            bot = BotConfig.of(get_bot(session, slug))
+        with self._lock:
+            self._bots[slug] = (expires, bot)
+        return grant, bot
+
+    def _remember_key(self, hashed: str, expires: float, value: KeyGrant | AuthenticationFailed) -> None:
+        if self.ttl_s > 0:
+            with self._lock:
+                self._keys[hashed] = (expires, value)
+
+    def forget(self) -> None:
+        """Drop everything (called after any change to keys or bots in this process)."""
+        with self._lock:
+            self._keys.clear()
+            self._bots.clear()
+
+
+def check_allowed(grant: KeyGrant, bot: BotConfig) -> None:
+    if not grant.allows(bot.id):
+        raise PermissionDenied(f"This API key may not use the model '{bot.slug}'.", param="model")
