@@ -18,5 +18,9 @@ def build_backend(settings: Settings) -> Backend:
     from serving.transformers_backend import TransformersBackend
 
     return TransformersBackend(
-        settings.model, max_batch_size=settings.max_batch_size, torch_threads=settings.torch_threads
+        settings.model,
+        max_batch_size=settings.max_batch_size,
+        torch_threads=settings.torch_threads,
+        # A GGUF is converted to an HF folder once; later starts load that in under a second.
+        cache_dir=settings.data_dir / "models",
     )

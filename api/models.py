@@ -108,3 +108,32 @@ class Exchange(Base):
         Index("ix_exchanges_bot_created", "bot_id", "created_at"),
         Index("ix_exchanges_conversation", "conversation_id"),
     )
+
+
+class Job(Base):
+    """A unit of background work (ingestion, re-embedding, later shadow answers and training).
+
+    Claimed by one worker at a time with a lease; a worker that dies leaves its lease to expire and the
+    job is picked up again, so pending work survives crashes and restarts.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    bot_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # queued | running | succeeded | failed
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_jobs_claim", "status", "created_at"),)

@@ -24,7 +24,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import run_load  # noqa: E402
+from bench.loadgen import run_load
 
 
 def free_port() -> int:

@@ -9,3 +9,57 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+import asyncio  # noqa: E402
+from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from serving.packaged_model import PackagedModelMissing, packaged_gguf_path  # noqa: E402
+from serving.transformers_backend import TransformersBackend  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smollm2_backend(pytestconfig: pytest.Config) -> Iterator[TransformersBackend]:
+    """The packaged SmolLM2, loaded once per session (one torch thread: the box is shared).
+
+    The GGUF is converted to an HF folder in pytest's cache dir on the first run (~15 s), so later
+    sessions load in about a second. The engine thread does not belong to any event loop, so the
+    backend serves every test's loop.
+    """
+    try:
+        packaged_gguf_path()
+    except PackagedModelMissing as exc:  # installed by `make install`; missing is a broken setup
+        pytest.fail(str(exc))
+    cache = getattr(pytestconfig, "cache", None)  # absent under `-p no:cacheprovider`
+    cache_dir = cache.mkdir("smollm2-hf") if cache is not None else None
+    backend = TransformersBackend("smollm2", cache_dir=cache_dir, torch_threads=1)
+    asyncio.run(backend.start())
+    yield backend
+    asyncio.run(backend.close())
+
+
+@pytest.fixture
+def fresh_backend(
+    smollm2_backend: TransformersBackend,
+) -> Iterator[Callable[[int], Awaitable[TransformersBackend]]]:
+    """Make extra backends over the already loaded model (own engine, own counters), closed after
+    the test."""
+    made: list[TransformersBackend] = []
+
+    async def make(max_batch_size: int = 8) -> TransformersBackend:
+        backend = TransformersBackend.from_loaded(
+            smollm2_backend.model,
+            smollm2_backend.tokenizer,
+            model_name=smollm2_backend.model_name,
+            max_batch_size=max_batch_size,
+            torch_threads=1,
+        )
+        await backend.start()
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        asyncio.run(backend.close())

@@ -100,7 +100,34 @@ def upgrade() -> None:
 
 
 
+    op.create_table('jobs',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('kind', sa.String(length=40), nullable=False),
+    sa.Column('bot_id', sa.String(length=40), nullable=True),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('progress', sa.JSON(), nullable=False),
+    sa.Column('result', sa.JSON(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('max_attempts', sa.Integer(), nullable=False),
+    sa.Column('locked_by', sa.String(length=100), nullable=True),
+    sa.Column('locked_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['bot_id'], ['bots.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index('ix_jobs_claim', ['status', 'created_at'], unique=False)
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_claim')
+    op.drop_table('jobs')
+
     with op.batch_alter_table('exchanges', schema=None) as batch_op:
         batch_op.drop_index('ix_exchanges_conversation')
         batch_op.drop_index('ix_exchanges_bot_created')

@@ -1,0 +1,186 @@
+"""HTML (wiki exports, saved help-center pages): navigation and boilerplate are stripped, then the
+main content is walked in order so headings become the section path and tables/code stay whole."""
+
+from __future__ import annotations
+
+import re
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from serving.knowledge.parsers.document import Section, SectionBuilder
+
+_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([A-Za-z0-9_\-]+)", re.IGNORECASE)
+_DROP_TAGS = (
+    "script, style, noscript, template, nav, footer, aside, form, iframe, svg, button, "
+    "select, input, dialog, [role=navigation], [role=contentinfo], [role=search], "
+    "[aria-hidden=true], [hidden]"
+)
+# Class/id words that mark site chrome rather than content (matched per word of class/id).
+_CHROME_WORDS = frozenset(
+    [
+        "nav",
+        "navbar",
+        "navigation",
+        "menu",
+        "sidebar",
+        "breadcrumb",
+        "breadcrumbs",
+        "footer",
+        "cookie",
+        "cookies",
+        "consent",
+        "banner",
+        "toc",
+        "skip",
+        "share",
+        "social",
+        "related",
+        "pagination",
+        "pager",
+        "feedback",
+        "edit-link",
+        "advert",
+        "ads",
+        "masthead",
+        "topbar",
+        "catlinks",
+        "sitesub",
+    ]
+)
+_CONTENT_ROOTS = ("main", "article", "[role=main]", "#content", "#main-content", ".content", "body")
+_BLOCK_TAGS = frozenset(
+    [
+        "div",
+        "section",
+        "article",
+        "main",
+        "header",
+        "p",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "dl",
+        "blockquote",
+        "figure",
+        "details",
+        "summary",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "center",
+    ]
+)
+
+
+def declared_charset(data: bytes) -> str | None:
+    """The charset a page declares in a <meta> tag within its first 4 KiB, if any."""
+    match = _META_CHARSET.search(data[:4096])
+    return match.group(1).decode("ascii").lower() if match else None
+
+
+def parse_html(text: str, fallback_title: str) -> tuple[str, list[Section]]:
+    """Return (title, sections) for an HTML page, with site chrome removed."""
+    tree = LexborHTMLParser(text)
+    title_node = tree.css_first("title")
+    page_title = _clean(title_node.text()) if title_node else ""
+    for node in tree.css(_DROP_TAGS):
+        node.decompose()
+    for node in tree.css("[class], [id]"):
+        if _is_chrome(node):
+            node.decompose()
+    for node in tree.css("header"):
+        # A page header is chrome unless it carries the article's heading.
+        if node.css_first("h1, h2, h3") is None:
+            node.decompose()
+    root = next((n for n in (tree.css_first(s) for s in _CONTENT_ROOTS) if n is not None), None)
+    builder = SectionBuilder()
+    h1_title = ""
+    if root is not None:
+        h1 = root.css_first("h1")
+        h1_title = _clean(h1.text()) if h1 else ""
+        _walk(root, builder)
+    return h1_title or page_title or fallback_title, builder.finish()
+
+
+def _is_chrome(node: LexborNode) -> bool:
+    attrs = node.attributes
+    words = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".lower()
+    tokens = set(re.split(r"[\s_]+", words)) | set(re.split(r"[\s_\-]+", words))
+    return bool(tokens & _CHROME_WORDS)
+
+
+def _walk(node: LexborNode, builder: SectionBuilder) -> None:
+    inline: list[str] = []
+
+    def flush_inline() -> None:
+        if inline:
+            builder.block("text", _clean(" ".join(inline)))
+            inline.clear()
+
+    child = node.child
+    while child is not None:
+        tag = child.tag
+        if tag == "-text":
+            inline.append(child.text(deep=False))
+        elif tag in _BLOCK_TAGS:
+            flush_inline()
+            _block(child, builder)
+        elif tag == "br":
+            inline.append("\n")
+        elif tag is not None and not tag.startswith("-"):
+            inline.append(_inline_text(child))
+        child = child.next
+    flush_inline()
+
+
+def _block(node: LexborNode, builder: SectionBuilder) -> None:
+    tag = node.tag
+    if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+        builder.heading(int(tag[1]), _clean(node.text()))
+    elif tag == "p":
+        builder.block("text", _clean(_inline_text(node)))
+    elif tag == "pre":
+        builder.block("code", "```\n" + node.text(deep=True).strip("\n") + "\n```")
+    elif tag == "table":
+        builder.block("table", _table(node))
+    elif tag in ("ul", "ol"):
+        items = [_clean(li.text()) for li in node.css("li")]
+        builder.block("list", "\n".join(f"- {item}" for item in items if item))
+    elif tag == "dl":
+        lines = [
+            f"{_clean(n.text())}:" if n.tag == "dt" else f"  {_clean(n.text())}"
+            for n in node.css("dt, dd")
+        ]
+        builder.block("list", "\n".join(lines))
+    elif tag == "hr":
+        return
+    else:
+        _walk(node, builder)
+
+
+def _inline_text(node: LexborNode) -> str:
+    for br in node.css("br"):
+        br.replace_with("\n")
+    return node.text(deep=True)
+
+
+def _table(node: LexborNode) -> str:
+    rows: list[str] = []
+    for i, tr in enumerate(node.css("tr")):
+        cells = [_clean(c.text()).replace("|", "\\|") for c in tr.css("th, td")]
+        if not cells:
+            continue
+        rows.append("| " + " | ".join(cells) + " |")
+        if i == 0:
+            rows.append("|" + "---|" * len(cells))
+    return "\n".join(rows)
+
+
+def _clean(text: str) -> str:
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
