@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,9 @@ from api.backends import build_backend
 from api.db import make_engine, make_session_factory, transaction
 from api.demo import ensure_demo_bot
 from api.errors import install_error_handlers
-from api.metrics import Metrics
+from api.jobs.handlers import bind as bind_handlers
+from api.jobs.worker import Worker
+from api.runtime import Runtime
 from api.migrate import upgrade
 from api.routes import admin, chat, health, models
 from api.deps import bootstrap_admin_secret
@@ -32,7 +35,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     engine = make_engine(settings)
     sessions = make_session_factory(engine)
     backend = backend or build_backend(settings)
-    metrics = Metrics()
+    runtime = Runtime(settings=settings, engine=engine, sessions=sessions, backend=backend)
+    metrics = runtime.metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,14 +50,22 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                         log.info("created the demo bot (slug 'demo')")
             await run_in_threadpool(seed)
         writer.start()
+        worker_task = None
+        if settings.run_worker:
+            runtime.worker = Worker(sessions, bind_handlers(runtime), lease_s=settings.job_lease_s)
+            worker_task = asyncio.create_task(runtime.worker.run())
         try:
             yield
         finally:
+            if runtime.worker is not None and worker_task is not None:
+                runtime.worker.stop()
+                await asyncio.wait([worker_task], timeout=30)
             await backend.close()
             writer.stop()
             engine.dispose()
 
     app = FastAPI(title="Shadowdesk", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions

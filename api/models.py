@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db import Base
@@ -27,6 +27,10 @@ class Bot(Base):
     temperature: Mapped[float] = mapped_column(Float, default=0.7)
     top_p: Mapped[float] = mapped_column(Float, default=1.0)
     max_tokens: Mapped[int] = mapped_column(Integer, default=256)
+    # Knowledge base and scope guard settings (serving.knowledge), validated by api.services.knowledge.
+    knowledge: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Shadow sampling, review sampling, decision thresholds, annotation threshold (api.services.policy).
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The alias clients reach: moving it promotes a release, moving it back rolls back.
     live_release_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("releases.id", use_alter=True, name="fk_bots_live_release")
@@ -50,7 +54,12 @@ class Release(Base):
     adapter_path: Mapped[str | None] = mapped_column(String(1000))
     # None: the bot's current system prompt; set: a prompt frozen with this release.
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    # rag | adapter | adapter+rag | retrieval (no model: best passages) | holding (a fixed message)
     mode: Mapped[str] = mapped_column(String(20), default="rag")
+    holding_message: Mapped[str | None] = mapped_column(Text)
+    # True while the release shadows live traffic.
+    candidate: Mapped[bool] = mapped_column(Boolean, default=False)
+    notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -102,6 +111,16 @@ class Exchange(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
+    # Retrieved passages given to the model (text, source, heading path, page, score).
+    passages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Passages the answer cites (document, heading path, page, score).
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Scope guard verdict and signals; flags such as "no_context".
+    guard: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    annotation_id: Mapped[str | None] = mapped_column(String(40))
+    # Client feedback: 1 thumbs-up, -1 thumbs-down.
+    feedback: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (
@@ -137,3 +156,149 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_jobs_claim", "status", "created_at"),)
+
+
+class ShadowAnswer(Base):
+    """A candidate release's answer to a client's exchange, generated in the background, never shown."""
+
+    __tablename__ = "shadow_answers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    exchange_id: Mapped[str] = mapped_column(String(40), ForeignKey("exchanges.id", ondelete="CASCADE"), index=True)
+    release_id: Mapped[str] = mapped_column(String(40), ForeignKey("releases.id", ondelete="CASCADE"))
+    answer: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20))  # completed | error
+    finish_reason: Mapped[str | None] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    # Exactly one answer per exchange and candidate, whatever happens to the job that makes it.
+    __table_args__ = (UniqueConstraint("exchange_id", "release_id", name="uq_shadow_exchange_release"),)
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # admin | reviewer
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    bots: Mapped[list[Bot]] = relationship(secondary="staff_bot_access", lazy="selectin")
+
+
+class StaffBotAccess(Base):
+    __tablename__ = "staff_bot_access"
+
+    user_id: Mapped[str] = mapped_column(String(40), ForeignKey("staff_users.id", ondelete="CASCADE"), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ReviewItem(Base):
+    """One answer waiting for (or having had) a staff verdict: a candidate's shadow answer, or the
+    live answer itself when the bot has no candidate."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
+    exchange_id: Mapped[str] = mapped_column(String(40), ForeignKey("exchanges.id", ondelete="CASCADE"))
+    release_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("releases.id", ondelete="CASCADE"))
+    shadow_answer_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("shadow_answers.id", ondelete="CASCADE")
+    )
+    # pending | approved | corrected | rejected | skipped
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Near-identical questions share a group; staff review one per group.
+    group_key: Mapped[str | None] = mapped_column(String(64))
+    locked_by: Mapped[str | None] = mapped_column(String(40))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_review_items_queue", "bot_id", "status", "priority"),
+        UniqueConstraint("exchange_id", "release_id", name="uq_review_exchange_release"),
+    )
+
+
+class Review(Base):
+    """A staff verdict on a review item. The latest one per item counts; all are kept."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(40), ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
+    release_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("releases.id", ondelete="CASCADE"))
+    reviewer_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("staff_users.id", ondelete="SET NULL"))
+    verdict: Mapped[str] = mapped_column(String(20))  # approved | corrected | rejected | skipped
+    original_text: Mapped[str] = mapped_column(Text, default="")
+    corrected_text: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(String(40))  # wrong | should_refuse | unsafe | outdated
+    comment: Mapped[str] = mapped_column(Text, default="")
+    edit_distance: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_reviews_release_created", "release_id", "created_at"),)
+
+
+class Annotation(Base):
+    """An approved question -> answer pair that answers near-identical questions directly."""
+
+    __tablename__ = "annotations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    review_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("reviews.id", ondelete="SET NULL"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class AuditEntry(Base):
+    """Who changed what, when, with the before and after."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    actor_id: Mapped[str | None] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    action: Mapped[str] = mapped_column(String(60))
+    entity: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(40))
+    bot_id: Mapped[str | None] = mapped_column(String(40))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)
+
+
+class Document(Base):
+    """A document in a bot's knowledge base (its chunks live in the vector store)."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1000))
+    title: Mapped[str] = mapped_column(String(1000), default="")
+    format: Mapped[str] = mapped_column(String(20), default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    embedder: Mapped[str] = mapped_column(String(200), default="")
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         "server apply at once; changes made elsewhere (another replica, the CLI) within this time.",
     )
 
+    run_worker: bool = Field(True, description="Run the job worker inside the server (embedded default).")
+    job_lease_s: float = Field(60.0, description="A claimed job returns to the queue if its worker is silent this long.")
+
     create_demo_bot: bool = Field(True, description="Create the `demo` bot on first start if missing.")
 
     @model_validator(mode="after")

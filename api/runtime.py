@@ -1,0 +1,46 @@
+"""Everything a running Shadowdesk process holds: settings, database, model backend, knowledge base,
+job worker. Built once by the app factory (or the CLI / a standalone worker) and handed to services
+and job handlers, so none of them reaches for globals."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.metrics import Metrics
+from api.settings import Settings
+from serving.backend import Backend
+
+if TYPE_CHECKING:
+    from api.jobs.worker import Worker
+    from serving.knowledge import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    backend: Backend
+    metrics: Metrics = field(default_factory=Metrics)
+    worker: Worker | None = None
+    _knowledge: KnowledgeBase | None = None
+
+    @property
+    def knowledge(self) -> KnowledgeBase:
+        """The knowledge base (opened on first use: it loads the embedding model)."""
+        if self._knowledge is None:
+            from api.services.knowledge import open_knowledge_base
+
+            self._knowledge = open_knowledge_base(self.settings)
+        return self._knowledge
+
+    def notify_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.notify()
