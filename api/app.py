@@ -12,13 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.backends import build_backend
 from api.db import make_engine, make_session_factory, transaction
-from api.demo import ensure_demo_bot
+from api.demo import ensure_demo_bot, ingest_demo_documents
 from api.errors import install_error_handlers
 from api.jobs.handlers import bind as bind_handlers
 from api.jobs.worker import Worker
 from api.runtime import Runtime
 from api.migrate import upgrade
-from api.routes import admin, chat, health, models
+from api.routes import admin, chat, health, knowledge, models
+from api.routes import releases
 from api.deps import bootstrap_admin_secret
 from api.services.access import AccessCache
 from api.services.chat import ChatService
@@ -46,8 +47,10 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         if settings.create_demo_bot:
             def seed() -> None:
                 with transaction(sessions) as session:
-                    if ensure_demo_bot(session, base_model=settings.model):
-                        log.info("created the demo bot (slug 'demo')")
+                    created = ensure_demo_bot(session, base_model=settings.model)
+                if created is not None:
+                    log.info("created the demo bot (slug 'demo'); indexing its documentation")
+                    ingest_demo_documents(runtime, created)
             await run_in_threadpool(seed)
         writer.start()
         worker_task = None
@@ -72,9 +75,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.backend = backend
     app.state.metrics = metrics
     writer = ExchangeWriter(engine)
-    app.state.access = AccessCache(sessions, settings.access_cache_ttl_s, bootstrap_admin_secret(settings))
-    app.state.chat = ChatService(settings, writer, backend, metrics)
+    runtime.access = AccessCache(sessions, settings.access_cache_ttl_s, bootstrap_admin_secret(settings))
+    app.state.access = runtime.access
+    app.state.chat = ChatService(runtime, writer)
     install_error_handlers(app)
-    for module in (chat, models, health, admin):
+    for module in (chat, models, health, admin, knowledge):
         app.include_router(module.router)
+    app.include_router(releases.router)
     return app

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_releases import releases_app
 from api.db import make_engine, make_session_factory, transaction
 from api.settings import Settings
 
@@ -17,9 +18,12 @@ app = typer.Typer(help="Shadowdesk: support chatbots on your own documents.", no
 bots_app = typer.Typer(help="Create and manage bots.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+docs_app = typer.Typer(help="A bot's knowledge-base documents.", no_args_is_help=True)
 app.add_typer(bots_app, name="bots")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(docs_app, name="documents")
+app.add_typer(releases_app, name="releases")
 
 console = Console()
 err = Console(stderr=True)
@@ -235,6 +239,126 @@ def keys_revoke(key_id: str) -> None:
 
 
 @app.command()
+def ingest(
+    bot: Annotated[str, typer.Argument(help="Slug of the bot whose knowledge base receives the documents.")],
+    paths: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) and globs.")],
+    force: Annotated[bool, typer.Option(help="Re-index even documents that did not change.")] = False,
+) -> None:
+    """Add documents (Markdown, HTML, PDF, text, DOCX, forum exports) to a bot's knowledge base.
+    Every file is reported; a bad file never stops the others. Exit code 1 when any file failed."""
+    import glob
+    import logging
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("serving.knowledge").setLevel(logging.ERROR)  # failures are reported below
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.runtime import Runtime
+    from api.services.bots import get_bot
+    from api.services.knowledge import IngestSource, ingest_sources
+
+    files: list[Path] = []
+    for raw in paths:
+        matches = [Path(m) for m in glob.glob(raw, recursive=True)] if any(c in raw for c in "*?[") else [Path(raw)]
+        if not matches:
+            err.print(f"[red]{raw}: no such file[/red]")
+        for path in matches:
+            if path.is_dir():
+                files += sorted(p for p in path.rglob("*") if p.is_file())
+            elif path.exists():
+                files.append(path)
+            else:
+                err.print(f"[red]{path}: no such file[/red]")
+    if not files:
+        err.print("[red]Error:[/red] nothing to ingest")
+        raise typer.Exit(2)
+    settings = _settings()
+    sessions = _sessions(settings)
+    try:
+        with transaction(sessions) as session:
+            bot_id = get_bot(session, bot).id
+    except Exception as exc:
+        _fail(exc)
+    runtime = Runtime(settings=settings, engine=sessions.kw["bind"], sessions=sessions, backend=None)  # type: ignore[arg-type]
+    # Name each document by its path relative to the folder given, so equal file names in
+    # different folders stay different documents.
+    sources = [IngestSource(p, _source_name(p, paths)) for p in files]
+    failed = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as progress:
+        task = progress.add_task("loading the embedding model…", total=len(sources))
+
+        def report(result) -> None:  # type: ignore[no-untyped-def]
+            nonlocal failed
+            progress.advance(task)
+            progress.update(task, description=f"ingesting into {bot}")
+            if result.ok:
+                note = "unchanged" if result.status == "unchanged" else f"{result.chunk_count} chunks"
+                progress.console.print(f"[green]✓[/green] {result.source} ({note})")
+            else:
+                failed += 1
+                message = (result.message or "").removeprefix(f"{Path(result.source).name}: ")
+                progress.console.print(f"[red]✗ {result.source}: {message}[/red] ({result.reason})")
+
+        ingest_sources(runtime.knowledge, sessions, bot_id, sources, force=force, on_result=report)
+    console.print(f"{len(sources) - failed} of {len(sources)} file(s) ingested into {bot}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@docs_app.command("list")
+def documents_list(bot: str) -> None:
+    """List a bot's documents with chunk counts and ingest time."""
+    from api.services.bots import get_bot
+    from api.services.knowledge import list_documents
+
+    table = Table("doc id", "source", "format", "chunks", "pages", "ingested")
+    try:
+        with transaction(_sessions(_settings())) as session:
+            for d in list_documents(session, get_bot(session, bot).id):
+                table.add_row(d.id, d.source, d.format, str(d.chunk_count), str(d.page_count or "-"),
+                              d.ingested_at.isoformat(timespec="seconds"))
+    except Exception as exc:
+        _fail(exc)
+    console.print(table)
+
+
+@docs_app.command("delete")
+def documents_delete(bot: str, doc_id: str) -> None:
+    """Remove a document and its chunks from a bot's knowledge base."""
+    from api.runtime import Runtime
+    from api.services.bots import get_bot
+    from api.services.knowledge import delete_document
+
+    settings = _settings()
+    sessions = _sessions(settings)
+    try:
+        with transaction(sessions) as session:
+            bot_id = get_bot(session, bot).id
+        runtime = Runtime(settings=settings, engine=sessions.kw["bind"], sessions=sessions, backend=None)  # type: ignore[arg-type]
+        removed = delete_document(runtime.knowledge, sessions, bot_id, doc_id)
+    except Exception as exc:
+        _fail(exc)
+    console.print(f"deleted {doc_id} ({removed} chunks)")
+
+
+def _source_name(path, roots: list[str]) -> str:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    for root in roots:
+        base = Path(root)
+        if base.is_dir():
+            try:
+                return str(path.resolve().relative_to(base.resolve()))
+            except ValueError:
+                continue
+    return path.name
+
+
+@app.command()
 def chat(
     bot: Annotated[str, typer.Argument(help="Slug of the bot to talk to.")],
     url: Annotated[Optional[str], typer.Option(help="Talk to a running server instead of loading the model here.")] = None,
@@ -258,7 +382,6 @@ def _read_line() -> str | None:
 async def _chat_local(slug: str) -> None:
     from api.backends import build_backend
     from api.errors import ApiError
-    from api.metrics import Metrics
     from api.schemas.openai import ChatCompletionRequest
     from api.services.access import BotConfig, KeyGrant
     from api.services.bots import get_bot
@@ -269,14 +392,17 @@ async def _chat_local(slug: str) -> None:
     sessions = _sessions(settings)
     try:
         with transaction(sessions) as session:
-            bot = BotConfig.of(get_bot(session, slug))
+            bot = BotConfig.of(get_bot(session, slug), session)
     except Exception as exc:
         _fail(exc)
     backend = build_backend(settings)
     err.print("loading the model…")
     await backend.start()
     writer = ExchangeWriter(sessions.kw["bind"])
-    service = ChatService(settings, writer, backend, Metrics())
+    from api.runtime import Runtime
+
+    runtime = Runtime(settings=settings, engine=sessions.kw["bind"], sessions=sessions, backend=backend)
+    service = ChatService(runtime, writer)
     terminal = KeyGrant(id=None, is_admin=True, bot_ids=frozenset())
     history: list[dict[str, str]] = []
     conversation_id: str | None = None
@@ -290,6 +416,7 @@ async def _chat_local(slug: str) -> None:
                 validate_request(req, settings)
                 turn = build_turn(req, grant=terminal, bot=bot, conversation_id=conversation_id, settings=settings)
                 conversation_id = turn.conversation_id
+                await service.prepare(turn)
                 answer = await _print_stream(service, turn)
             except ApiError as exc:
                 err.print(f"[red]{exc.message}[/red]")

@@ -24,6 +24,9 @@ class Metrics:
             "shadowdesk_chat_time_to_first_token_seconds", "Time to the first streamed token.", ["bot"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+        self.annotation_hits = Counter(
+            "shadowdesk_annotation_hits", "Answers served from an approved annotation.", ["bot"], registry=self.registry
+        )
         self.tokens = Counter(
             "shadowdesk_tokens", "Tokens by bot and kind (prompt, completion).", ["bot", "kind"], registry=self.registry
         )

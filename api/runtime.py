@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +17,8 @@ from serving.backend import Backend
 
 if TYPE_CHECKING:
     from api.jobs.worker import Worker
-    from serving.knowledge import KnowledgeBase
+    from api.services.access import AccessCache
+    from api.services.knowledge import KnowledgeHub
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,16 @@ class Runtime:
     backend: Backend
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
-    _knowledge: KnowledgeBase | None = None
+    access: AccessCache | None = None
+    _knowledge: KnowledgeHub | None = None
+    _annotations: Any = None
 
     @property
-    def knowledge(self) -> KnowledgeBase:
+    def knowledge_opened(self) -> bool:
+        return self._knowledge is not None
+
+    @property
+    def knowledge(self) -> KnowledgeHub:
         """The knowledge base (opened on first use: it loads the embedding model)."""
         if self._knowledge is None:
             from api.services.knowledge import open_knowledge_base
@@ -44,3 +51,13 @@ class Runtime:
     def notify_worker(self) -> None:
         if self.worker is not None:
             self.worker.notify()
+
+    @property
+    def annotations(self) -> Any:
+        """The annotation matcher, or None while annotations are not available."""
+        return self._annotations
+
+    def notify_access_changed(self) -> None:
+        """A key, bot or release alias changed in this process: drop cached lookups at once."""
+        if self.access is not None:
+            self.access.forget()

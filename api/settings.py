@@ -4,6 +4,7 @@ the file named by `SHADOWDESK_ENV_FILE`, default `.env`)."""
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -65,10 +66,43 @@ class Settings(BaseSettings):
         "server apply at once; changes made elsewhere (another replica, the CLI) within this time.",
     )
 
+    # Knowledge base
+    chroma_url: str | None = Field(None, description="Chroma server URL; default: embedded Chroma in data_dir/chroma.")
+    embedder: str = Field(
+        "minilm",
+        description="Default embedding model: `minilm` (packaged all-MiniLM-L6-v2) or `instructor:<path or hub id>`.",
+    )
+    chunk_size: int = Field(900, description="Chunk size in characters.")
+    chunk_overlap: int = Field(120, description="Overlap between consecutive chunks in characters.")
+    max_document_bytes: int = Field(20 * 1024 * 1024, description="Largest document accepted.")
+    sync_ingest_bytes: int = Field(
+        2 * 1024 * 1024, description="Uploads up to this total are ingested before the reply; larger ones run as a job."
+    )
+
     run_worker: bool = Field(True, description="Run the job worker inside the server (embedded default).")
     job_lease_s: float = Field(60.0, description="A claimed job returns to the queue if its worker is silent this long.")
+    shadow_concurrency: int = Field(
+        1, ge=1, description="Candidate answers generated at once per process, so shadow work never starves live traffic."
+    )
+    shadow_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a candidate may take for one shadow answer; slower ones are stored as errors."
+    )
 
     create_demo_bot: bool = Field(True, description="Create the `demo` bot on first start if missing.")
+
+    # Staff review
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Signs staff session cookies (>= 32 chars). Required in production (every replica needs "
+        "the same one); unset in local runs, a random one per process is used (restarts log staff out).",
+    )
+    session_ttl_s: int = Field(12 * 3600, ge=60, description="A staff login lasts this long (absolute, from login).")
+    session_cookie_secure: bool | None = Field(
+        None, description="Send the staff session cookie over HTTPS only. Default: on in production."
+    )
+    review_lock_s: int = Field(
+        300, ge=10, description="How long a reviewer holds an item (renewed while its page stays open)."
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -77,6 +111,10 @@ class Settings(BaseSettings):
                 raise ValueError("production needs SHADOWDESK_DATABASE_URL (PostgreSQL)")
             if self.admin_key is not None and len(self.admin_key.get_secret_value()) < 24:
                 raise ValueError("SHADOWDESK_ADMIN_KEY is too short for production (>= 24 chars)")
+            if self.session_secret is None or len(self.session_secret.get_secret_value()) < 32:
+                raise ValueError("production needs SHADOWDESK_SESSION_SECRET (>= 32 random chars)")
+        elif self.session_secret is None:
+            self.session_secret = SecretStr(secrets.token_urlsafe(32))
         if self.backend == "openai" and not self.upstream_url:
             raise ValueError("backend=openai needs SHADOWDESK_UPSTREAM_URL")
         return self
@@ -94,6 +132,11 @@ class Settings(BaseSettings):
     @property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether the staff session cookie carries the Secure flag."""
+        return self.environment == "production" if self.session_cookie_secure is None else self.session_cookie_secure
 
 
 @lru_cache

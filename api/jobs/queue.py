@@ -18,6 +18,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def job_row(kind: str, payload: dict[str, Any], *, bot_id: str | None = None, max_attempts: int = 3) -> dict[str, Any]:
+    """A complete `jobs` row, for inserting in bulk inside another transaction (e.g. with an exchange)."""
+    now = _now()
+    return {
+        "id": new_id("job"), "kind": kind, "bot_id": bot_id, "payload": payload, "status": "queued",
+        "progress": {}, "result": None, "error": None, "attempts": 0, "max_attempts": max_attempts,
+        "locked_by": None, "locked_until": None, "created_at": now, "started_at": None, "finished_at": None,
+    }
+
+
 def enqueue(
     session: Session, kind: str, payload: dict[str, Any], *, bot_id: str | None = None, max_attempts: int = 3
 ) -> Job:

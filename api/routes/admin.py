@@ -107,7 +107,7 @@ def get_bot(slug: str, _: AdminKey, session: SessionDep) -> BotOut:
 def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep, request: Request) -> BotOut:
     bot = bot_service.update_bot(session, slug, data)
     session.commit()
-    request.app.state.access.forget()
+    request.app.state.runtime.notify_access_changed()
     return BotOut.of(bot)
 
 
@@ -115,7 +115,7 @@ def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: Ses
 def delete_bot(slug: str, _: AdminKey, session: SessionDep, request: Request) -> Response:
     bot_service.delete_bot(session, slug)
     session.commit()
-    request.app.state.access.forget()
+    request.app.state.runtime.notify_access_changed()
     return Response(status_code=204)
 
 
@@ -137,7 +137,7 @@ def list_keys(_: AdminKey, session: SessionDep) -> list[KeyOut]:
 def revoke_key(key_id: str, _: AdminKey, session: SessionDep, request: Request) -> KeyOut:
     key = key_service.revoke_key(session, key_id)
     session.commit()
-    request.app.state.access.forget()
+    request.app.state.runtime.notify_access_changed()
     return KeyOut.of(key)
 
 

@@ -34,6 +34,7 @@ async def chat_completions(request: Request, chat: ChatServiceDep) -> JSONRespon
         raise InvalidRequest("X-Conversation-Id must be 1-200 characters.", param=CONVERSATION_HEADER)
     token = bearer_token(request)
     turn = await _resolve_turn(request.app.state, token, body, conversation_id)
+    await chat.prepare(turn)
     headers = {CONVERSATION_HEADER: turn.conversation_id, "X-Exchange-Id": turn.exchange_id}
     if turn.stream:
         body_iter = await chat.open_stream(turn)

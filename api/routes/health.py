@@ -34,6 +34,10 @@ async def readyz(request: Request) -> JSONResponse:
         checks["model"] = "ok" if await state.backend.health() else "not loaded"
     except Exception as exc:  # noqa: BLE001
         checks["model"] = f"error: {type(exc).__name__}"
+    runtime = state.runtime
+    if runtime.settings.chroma_url or runtime.knowledge_opened:
+        healthy = await run_in_threadpool(lambda: runtime.knowledge.healthy())
+        checks["vector_store"] = "ok" if healthy else "unreachable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 

@@ -9,15 +9,18 @@ the TTL. A cache miss also refreshes the key's `last_used_at`, so that write sta
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Lock
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import transaction
 from api.errors import AuthenticationFailed, PermissionDenied
-from api.models import ApiKey, Bot
+from api.models import ApiKey, Bot, Release
 from api.services.bots import get_bot
+from api.services.knowledge import KnowledgeConfig, count_documents, knowledge_of
+from api.services.policy import BotPolicy, policy_of
 from api.services.keys import authenticate, hash_secret, require_secret
 
 
@@ -39,7 +42,7 @@ class KeyGrant:
 
 @dataclass(frozen=True)
 class BotConfig:
-    """A bot as the chat path needs it: settings plus its live release."""
+    """A bot as the chat path needs it: settings, its live release, its candidates, its knowledge."""
 
     id: str
     slug: str
@@ -49,15 +52,36 @@ class BotConfig:
     max_tokens: int
     release_id: str | None
     adapter: str | None
+    mode: str = "rag"
+    holding_message: str | None = None
+    refusal_message: str = ""
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    policy: BotPolicy = field(default_factory=BotPolicy)
+    has_documents: bool = False
+    candidate_release_ids: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, bot: Bot) -> BotConfig:
+    def of(cls, bot: Bot, session: Session | None = None) -> BotConfig:
+        """Snapshot `bot`; with a session, also its candidates and whether it has documents."""
         release = bot.live_release
         prompt = release.system_prompt if release and release.system_prompt is not None else bot.system_prompt
+        candidates: tuple[str, ...] = ()
+        has_documents = False
+        if session is not None:
+            candidates = tuple(session.scalars(
+                select(Release.id).where(Release.bot_id == bot.id, Release.candidate.is_(True),
+                                         Release.id != bot.live_release_id).order_by(Release.version)
+            ))
+            has_documents = count_documents(session, bot.id) > 0
         return cls(
             id=bot.id, slug=bot.slug, system_prompt=prompt, temperature=bot.temperature, top_p=bot.top_p,
             max_tokens=bot.max_tokens, release_id=release.id if release else None,
             adapter=release.adapter if release else None,
+            mode=release.mode if release else "rag",
+            holding_message=release.holding_message if release else None,
+            refusal_message=bot.refusal_message,
+            knowledge=knowledge_of(bot.knowledge), policy=policy_of(bot.policy),
+            has_documents=has_documents, candidate_release_ids=candidates,
         )
 
 
@@ -94,7 +118,7 @@ class AccessCache:
                 self._remember_key(hashed, expires, exc)
                 raise
             self._remember_key(hashed, expires, grant)
-            bot = BotConfig.of(get_bot(session, slug))
+            bot = BotConfig.of(get_bot(session, slug), session)
         with self._lock:
             self._bots[slug] = (expires, bot)
         return grant, bot

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, NotFound
 from api.ids import new_id
 from api.models import Bot, Release
+from api.services.knowledge import KnowledgeConfig
+from api.services.policy import BotPolicy
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -29,6 +31,8 @@ class BotFields(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1, le=32_768)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig, description="Retrieval and scope guard.")
+    policy: BotPolicy = Field(default_factory=BotPolicy, description="Shadow, review and promotion policy.")
 
 
 class BotCreate(BotFields):
@@ -50,13 +54,14 @@ class BotUpdate(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1, le=32_768)
+    policy: BotPolicy | None = None
 
 
 def create_bot(session: Session, data: BotCreate, *, base_model: str) -> Bot:
     """Create a bot and its first release (the base model, no adapter), made live."""
     if session.scalar(select(Bot.id).where(Bot.slug == data.slug)) is not None:
         raise Conflict(f"A bot with slug '{data.slug}' already exists.", param="slug")
-    bot = Bot(id=new_id("bot"), **data.model_dump())
+    bot = Bot(id=new_id("bot"), **data.model_dump(mode="json"))
     session.add(bot)
     session.flush()
     release = Release(
@@ -88,7 +93,7 @@ def list_bots(session: Session) -> list[Bot]:
 
 def update_bot(session: Session, slug: str, data: BotUpdate) -> Bot:
     bot = get_bot(session, slug)
-    changes: dict[str, Any] = data.model_dump(exclude_unset=True, exclude_none=True)
+    changes: dict[str, Any] = data.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     for field, value in changes.items():
         setattr(bot, field, value)
     session.flush()

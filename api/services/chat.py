@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
@@ -24,14 +25,15 @@ from api.errors import (
     UpstreamTimeout,
 )
 from api.ids import new_id
-from api.metrics import Metrics
+from api.jobs.queue import job_row
+from api.runtime import Runtime
+from api.services.answer_plan import AnswerPlan, plan_answer
 from api.schemas.openai import UNSUPPORTED_PARAMS, ChatCompletionRequest
 from api.services.exchange_writer import ExchangeWriter
 from api.services.exchanges import ExchangeRecord
 from api.services.access import BotConfig, KeyGrant, check_allowed
 from api.settings import Settings
 from serving.backend import (
-    Backend,
     BackendError,
     BackendTimeout,
     ChatMessage,
@@ -50,10 +52,7 @@ class ChatTurn:
     """A validated request, detached from the database session, ready to generate."""
 
     exchange_id: str
-    bot_id: str
-    bot_slug: str
-    release_id: str | None
-    adapter: str | None
+    bot: BotConfig
     api_key_id: str | None
     conversation_id: str
     client_messages: list[dict[str, Any]]
@@ -64,6 +63,15 @@ class ChatTurn:
     started: float = field(default_factory=time.perf_counter)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     created: int = field(default_factory=lambda: int(time.time()))
+    plan: AnswerPlan = field(default_factory=AnswerPlan)
+
+    @property
+    def bot_slug(self) -> str:
+        return self.bot.slug
+
+    @property
+    def question(self) -> str:
+        return str(self.client_messages[-1]["content"])
 
 
 @dataclass
@@ -145,10 +153,7 @@ def build_turn(
     )
     return ChatTurn(
         exchange_id=new_id("exch"),
-        bot_id=bot.id,
-        bot_slug=bot.slug,
-        release_id=bot.release_id,
-        adapter=bot.adapter,
+        bot=bot,
         api_key_id=grant.id,
         conversation_id=conversation_id or req.conversation_id or new_id("conv"),
         client_messages=client_messages,
@@ -162,32 +167,43 @@ def build_turn(
 class ChatService:
     """Runs turns against the backend and stores their exchanges."""
 
-    def __init__(self, settings: Settings, writer: ExchangeWriter, backend: Backend, metrics: Metrics) -> None:
-        self.settings = settings
+    def __init__(self, runtime: Runtime, writer: ExchangeWriter) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.writer = writer
-        self.backend = backend
-        self.metrics = metrics
+        self.backend = runtime.backend
+        self.metrics = runtime.metrics
+
+    async def prepare(self, turn: ChatTurn) -> None:
+        """Decide how the turn is answered (annotation, refusal, passages, model); may raise a 503
+        when the knowledge base is unreachable. Nothing is stored for a turn that fails here."""
+        turn.plan = await plan_answer(turn, self.runtime)
+
+    def _events(self, turn: ChatTurn) -> AsyncIterator[StreamEvent]:
+        if turn.plan.direct_answer is not None:
+            return _direct(turn.plan.direct_answer)
+        return self.backend.stream(turn.prompt, turn.params, turn.bot.adapter)
 
     # -- non-streaming ------------------------------------------------------------------------------
     async def complete(self, turn: ChatTurn) -> dict[str, Any]:
         outcome = Outcome()
         try:
             async with asyncio.timeout(self.settings.backend_timeout_s):
-                async for event in self.backend.stream(turn.prompt, turn.params, turn.adapter):
+                async for event in self._events(turn):
                     self._apply(turn, outcome, event)
         except BaseException as exc:
             api_error = await self._fail(turn, outcome, exc)
             if api_error is None:
                 raise
             raise api_error from exc
-        await self._store(turn, outcome)
-        return self._completion_body(turn, outcome)
+        citations = await self._store(turn, outcome)
+        return self._completion_body(turn, outcome, citations)
 
     # -- streaming ------------------------------------------------------------------------------
     async def open_stream(self, turn: ChatTurn) -> AsyncIterator[bytes]:
         """Start generating and wait for the first event, so that a backend that fails or times out
         before answering still gets a proper 502/504 status; then hand back the SSE body."""
-        events = aiter(self.backend.stream(turn.prompt, turn.params, turn.adapter))
+        events = aiter(self._events(turn))
         outcome = Outcome()
         deadline = asyncio.get_running_loop().time() + self.settings.backend_timeout_s
         try:
@@ -232,8 +248,8 @@ class ChatService:
             yield b"data: [DONE]\n\n"
             return
         # Durable before the client sees the end of the answer.
-        await self._store(turn, outcome)
-        yield chunk({}, outcome.finish_reason)
+        citations = await self._store(turn, outcome)
+        yield chunk({}, outcome.finish_reason, citations)
         if turn.include_usage:
             yield _sse_data(
                 {
@@ -279,13 +295,18 @@ class ChatService:
         await self._store(turn, outcome)
         return api_error
 
-    async def _store(self, turn: ChatTurn, outcome: Outcome) -> None:
+    async def _store(self, turn: ChatTurn, outcome: Outcome) -> list[dict[str, Any]] | None:
+        """Commit the exchange (with the background jobs it starts) and return its citations."""
+        plan = turn.plan
         latency_ms = (time.perf_counter() - turn.started) * 1000
+        if outcome.status == "completed" and plan.status == "refused":
+            outcome.status = "refused"
+        citations = _citations(plan, outcome.answer) if outcome.status == "completed" else None
         record = ExchangeRecord(
             id=turn.exchange_id,
-            bot_id=turn.bot_id,
+            bot_id=turn.bot.id,
             conversation_id=turn.conversation_id,
-            release_id=turn.release_id,
+            release_id=turn.bot.release_id,
             api_key_id=turn.api_key_id,
             messages=turn.client_messages,
             params=_params_dict(turn.params),
@@ -299,8 +320,16 @@ class ChatService:
             latency_ms=latency_ms,
             ttft_ms=outcome.ttft_ms,
             created_at=turn.received_at,
+            passages=plan.passages,
+            citations=citations or [],
+            guard=plan.guard,
+            flags=plan.flags,
+            annotation_id=plan.annotation_id,
         )
-        await self.writer.write(record)
+        jobs = follow_up_jobs(turn, outcome) if outcome.status == "completed" else []
+        await self.writer.write(record, jobs)
+        if jobs:
+            self.runtime.notify_worker()
         m, bot = self.metrics, turn.bot_slug
         m.requests.labels(bot, outcome.status).inc()
         m.latency.labels(bot).observe(latency_ms / 1000)
@@ -308,9 +337,14 @@ class ChatService:
             m.ttft.labels(bot).observe(outcome.ttft_ms / 1000)
         m.tokens.labels(bot, "prompt").inc(outcome.prompt_tokens)
         m.tokens.labels(bot, "completion").inc(outcome.completion_tokens)
+        if plan.annotation_id is not None:
+            m.annotation_hits.labels(bot).inc()
+        return citations
 
-    def _completion_body(self, turn: ChatTurn, outcome: Outcome) -> dict[str, Any]:
-        return {
+    def _completion_body(
+        self, turn: ChatTurn, outcome: Outcome, citations: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "id": turn.exchange_id,
             "object": "chat.completion",
             "created": turn.created,
@@ -326,6 +360,11 @@ class ChatService:
             "usage": _usage(outcome),
             "conversation_id": turn.conversation_id,
         }
+        if citations is not None:
+            body["citations"] = citations
+        if outcome.status == "refused":
+            body["refused"] = True
+        return body
 
 
 def _usage(outcome: Outcome) -> dict[str, int]:
@@ -350,18 +389,19 @@ def _sse_data(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _chunk_encoder(turn: ChatTurn) -> Callable[[dict[str, Any], str | None], bytes]:
+def _chunk_encoder(turn: ChatTurn) -> Callable[..., bytes]:
     # The constant parts of every chunk are encoded once per stream, not once per token.
     head = json.dumps(
         {"id": turn.exchange_id, "object": "chat.completion.chunk", "created": turn.created, "model": turn.bot_slug},
         separators=(",", ":"),
     )[:-1]
 
-    def encode(delta: dict[str, Any], finish_reason: str | None) -> bytes:
+    def encode(delta: dict[str, Any], finish_reason: str | None, citations: list[dict[str, Any]] | None = None) -> bytes:
         choices = json.dumps(
             [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], separators=(",", ":")
         )
-        return f'data: {head},"choices":{choices}}}\n\n'.encode()
+        extra = "" if citations is None else ',"citations":' + json.dumps(citations, separators=(",", ":"))
+        return f'data: {head},"choices":{choices}{extra}}}\n\n'.encode()
 
     return encode
 
@@ -374,3 +414,39 @@ async def _close_quietly(events: AsyncIterator[StreamEvent]) -> None:
         await asyncio.shield(aclose())
     except BaseException:  # noqa: BLE001 - closing must never mask the original outcome
         log.debug("closing the backend stream raised", exc_info=True)
+
+
+async def _direct(text: str) -> AsyncIterator[StreamEvent]:
+    """A prepared answer (refusal, annotation, passages, holding message) as a one-piece stream."""
+    yield TextDelta(text)
+    yield Finished("stop", 0, 0)
+
+
+def _citations(plan: AnswerPlan, answer: str) -> list[dict[str, Any]] | None:
+    """Sources of a grounded answer: those whose [n] markers the answer uses, else every source given."""
+    if plan.context is None:
+        return None
+    cited = plan.context.cited_in(answer) or list(plan.context.citations)
+    return [
+        {"marker": c.marker, "document": c.source, "title": c.title, "heading_path": list(c.heading_path),
+         "page": c.page, "score": c.score, "chunk_id": c.chunk_id, "doc_id": c.doc_id}
+        for c in cited
+    ]
+
+
+def follow_up_jobs(turn: ChatTurn, outcome: Outcome) -> list[dict[str, Any]]:
+    """Background work an answered exchange starts, committed with it: a shadow answer per candidate
+    (sampled), or, without candidates, a review-feed job for the live answer."""
+    if turn.plan.annotation_id is not None:
+        return []
+    bot = turn.bot
+    if bot.candidate_release_ids:
+        from api.services.shadow import shadow_job_rows
+
+        return shadow_job_rows(turn.exchange_id, bot.id, bot.policy, bot.candidate_release_ids, _rng)
+    if bot.policy.review_sample_rate <= 0:
+        return []
+    return [job_row("review_feed", {"exchange_id": turn.exchange_id}, bot_id=bot.id)]
+
+
+_rng = random.Random()

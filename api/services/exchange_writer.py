@@ -13,15 +13,16 @@ import logging
 import queue
 import threading
 from dataclasses import asdict
+from typing import Any
 
 from sqlalchemy import Engine, insert
 
-from api.models import Exchange
+from api.models import Exchange, Job
 from api.services.exchanges import ExchangeRecord
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[ExchangeRecord, asyncio.AbstractEventLoop, asyncio.Future[None]]
+_Item = tuple[ExchangeRecord, list[dict[str, Any]], asyncio.AbstractEventLoop, asyncio.Future[None]]
 _STOP = object()
 MAX_BATCH = 256
 
@@ -44,12 +45,13 @@ class ExchangeWriter:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def write(self, record: ExchangeRecord) -> None:
-        """Return once `record` is committed; raise if it could not be."""
+    async def write(self, record: ExchangeRecord, jobs: list[dict[str, Any]] | None = None) -> None:
+        """Return once `record` (and the `jobs` rows it starts, in the same transaction) is committed;
+        raise if it could not be."""
         self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((record, loop, future))
+        self._queue.put((record, jobs or [], loop, future))
         await future
 
     def _run(self) -> None:
@@ -74,10 +76,10 @@ class ExchangeWriter:
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            self._insert([record for record, _, _ in batch])
+            self._insert([record for record, _, _, _ in batch], [job for _, jobs, _, _ in batch for job in jobs])
         except Exception:
             if len(batch) == 1:
-                record, loop, future = batch[0]
+                record, _, loop, future = batch[0]
                 log.exception("could not store exchange %s", record.id)
                 _resolve(loop, future, _failure())
                 return
@@ -85,13 +87,15 @@ class ExchangeWriter:
             for one in batch:
                 self._commit([one])
             return
-        for _, loop, future in batch:
+        for _, _, loop, future in batch:
             _resolve(loop, future, None)
 
-    def _insert(self, records: list[ExchangeRecord]) -> None:
+    def _insert(self, records: list[ExchangeRecord], jobs: list[dict[str, Any]]) -> None:
         rows = [asdict(r) for r in records]
         with self.engine.begin() as conn:
             conn.execute(insert(Exchange.__table__), rows)
+            if jobs:
+                conn.execute(insert(Job.__table__), jobs)
 
 
 def _failure() -> Exception:

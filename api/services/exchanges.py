@@ -34,6 +34,11 @@ class ExchangeRecord:
     latency_ms: float
     ttft_ms: float | None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    passages: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    guard: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    annotation_id: str | None = None
 
 
 def record_exchange(session: Session, record: ExchangeRecord) -> Exchange:

@@ -71,6 +71,7 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
         max_total_chars=1500,
         max_tokens_limit=64,
         backend_timeout_s=2.0,
+        create_demo_bot=False,  # the demo indexes its documentation: tested on its own
     )
 
 
@@ -79,7 +80,7 @@ class Harness:
     client: TestClient
     backend: ScriptedBackend
     settings: Settings
-    key: str  # may use bots "acme" and the demo bot
+    key: str  # may use bots "acme" and "initech"
     other_key: str  # may use only "globex"
 
     def exchanges(self) -> list[Exchange]:
@@ -103,9 +104,8 @@ def harness(settings: Settings) -> Iterator[Harness]:
             acme = create_bot(session, BotCreate(slug="acme", name="Acme", system_prompt="You are Acme's bot."),
                               base_model="scripted-model")
             globex = create_bot(session, BotCreate(slug="globex", name="Globex"), base_model="scripted-model")
-            from api.services.bots import get_bot
-
-            _, key = create_key(session, bots=[acme, get_bot(session, "demo")], name="acme key")
+            initech = create_bot(session, BotCreate(slug="initech", name="Initech"), base_model="scripted-model")
+            _, key = create_key(session, bots=[acme, initech], name="acme key")
             _, other = create_key(session, bots=[globex], name="globex key")
         yield Harness(client, backend, settings, key, other)
 

@@ -17,16 +17,16 @@ def admin(h: Harness) -> dict[str, str]:
 
 def test_admin_creates_a_bot_and_a_key_that_chats(harness: Harness) -> None:
     r = harness.client.post("/api/bots", headers=admin(harness), json={
-        "slug": "initech", "name": "Initech", "system_prompt": "Be brief.", "scope": "TPS reports",
+        "slug": "umbrella", "name": "Umbrella", "system_prompt": "Be brief.", "scope": "TPS reports",
         "refusal_message": "Only TPS reports.", "temperature": 0.1, "max_tokens": 32})
     assert r.status_code == 201, r.text
     bot = r.json()
-    assert bot["slug"] == "initech" and bot["live_release_id"].startswith("rel_")
+    assert bot["slug"] == "umbrella" and bot["live_release_id"].startswith("rel_")
 
-    r = harness.client.post("/api/keys", headers=admin(harness), json={"bots": ["initech"], "name": "web"})
+    r = harness.client.post("/api/keys", headers=admin(harness), json={"bots": ["umbrella"], "name": "web"})
     assert r.status_code == 201
     created = r.json()
-    assert created["key"].startswith("sd-") and created["bots"] == ["initech"]
+    assert created["key"].startswith("sd-") and created["bots"] == ["umbrella"]
 
     # Only the hash is stored.
     with transaction(harness.client.app.state.sessions) as session:  # type: ignore[attr-defined]
@@ -36,7 +36,7 @@ def test_admin_creates_a_bot_and_a_key_that_chats(harness: Harness) -> None:
         assert row.last_used_at is None
 
     r = harness.client.post("/v1/chat/completions", headers=harness.auth(created["key"]),
-                            json={**chat_body(), "model": "initech"})
+                            json={**chat_body(), "model": "umbrella"})
     assert r.status_code == 200
     messages, params, _ = harness.backend.calls[-1]
     assert messages[0]["content"] == "Be brief." and params.temperature == 0.1 and params.max_tokens == 32
@@ -80,7 +80,7 @@ def test_created_admin_key_works(harness: Harness) -> None:
 
 def test_exchanges_are_listed_by_bot_and_conversation(harness: Harness) -> None:
     harness.client.post("/v1/chat/completions", json=chat_body(), headers={**harness.auth(), "X-Conversation-Id": "c1"})
-    harness.client.post("/v1/chat/completions", json={**chat_body(), "model": "demo"}, headers=harness.auth())
+    harness.client.post("/v1/chat/completions", json={**chat_body(), "model": "initech"}, headers=harness.auth())
     rows = harness.client.get("/api/exchanges?bot=acme", headers=admin(harness)).json()
     assert [r["conversation_id"] for r in rows] == ["c1"]
     assert rows[0]["answer"] == "Hello from the bot." and rows[0]["status"] == "completed"

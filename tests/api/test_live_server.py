@@ -46,7 +46,7 @@ def _rows(app) -> list[Exchange]:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def gateway(tmp_path: Path, upstream_url: str) -> Iterator[tuple[object, str, str]]:
     settings = Settings(_env_file=None, data_dir=tmp_path, backend="openai", upstream_url=upstream_url,  # type: ignore[call-arg]
-                        model="stub-model", backend_timeout_s=5)
+                        model="stub-model", backend_timeout_s=5, create_demo_bot=False)
     app = create_app(settings)
     with serve_app(app, lifespan="on") as url:
         yield app, url, _provision(app)
@@ -100,7 +100,7 @@ def test_openai_client_sees_errors_in_the_envelope(gateway: tuple[object, str, s
 
 def test_upstream_down_gives_502_and_stores_the_error(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, backend="openai",  # type: ignore[call-arg]
-                        upstream_url="http://127.0.0.1:9/v1", model="stub-model", backend_timeout_s=5)
+                        upstream_url="http://127.0.0.1:9/v1", model="stub-model", backend_timeout_s=5, create_demo_bot=False)
     app = create_app(settings)
     with serve_app(app, lifespan="on") as url:
         key = _provision(app)
@@ -116,7 +116,7 @@ def test_upstream_down_gives_502_and_stores_the_error(tmp_path: Path) -> None:
 def test_client_disconnect_mid_stream_leaves_an_interrupted_row(tmp_path: Path) -> None:
     backend = ScriptedBackend(words=[f" w{i}" for i in range(200)])
     backend.delay = 0.02
-    settings = Settings(_env_file=None, data_dir=tmp_path, max_tokens_limit=4096)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp_path, max_tokens_limit=4096, create_demo_bot=False)  # type: ignore[call-arg]
     app = create_app(settings, backend=backend)
     with serve_app(app, lifespan="on") as url:
         key = _provision(app)

@@ -11,16 +11,11 @@ def test_models_lists_only_the_bots_the_key_may_use(harness: Harness) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "list"
-    assert sorted(m["id"] for m in body["data"]) == ["acme", "demo"]
+    assert sorted(m["id"] for m in body["data"]) == ["acme", "initech"]
     assert all(m["object"] == "model" for m in body["data"])
     other = harness.client.get("/v1/models", headers=harness.auth(harness.other_key)).json()
     assert [m["id"] for m in other["data"]] == ["globex"]
     assert_envelope(harness.client.get("/v1/models"), 401)
-
-
-def test_demo_bot_exists_on_first_start(harness: Harness) -> None:
-    r = harness.client.post("/v1/chat/completions", json={**chat_body(), "model": "demo"}, headers=harness.auth())
-    assert r.status_code == 200
 
 
 def test_health_and_readiness(harness: Harness) -> None:

@@ -29,7 +29,7 @@ def server(
     tmp_path: Path, fresh_backend: Callable[[int], Awaitable[TransformersBackend]]
 ) -> Iterator[tuple[object, str, str, TransformersBackend]]:
     backend = asyncio.run(fresh_backend(8))
-    app = create_app(Settings(_env_file=None, data_dir=tmp_path), backend=backend)  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False), backend=backend)  # type: ignore[call-arg]
     with serve_app(app, lifespan="on", startup_timeout=60) as url:
         with transaction(app.state.sessions) as session:
             bot = create_bot(session, BotCreate(slug="acme", name="Acme", system_prompt=SYSTEM, temperature=0),

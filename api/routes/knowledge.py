@@ -1,0 +1,186 @@
+"""Admin API for a bot's knowledge base: upload documents (small batches at once, large ones as a
+job), list and delete them, change retrieval settings; job status."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.db import transaction
+from api.deps import AdminKey, SessionDep
+from api.errors import InvalidRequest
+from api.jobs import queue
+from api.models import Document, Job
+from api.runtime import Runtime
+from api.services import bots as bot_service
+from api.services import knowledge as kb_service
+
+router = APIRouter(prefix="/api")
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    source: str
+    title: str
+    format: str
+    chunk_count: int
+    page_count: int | None
+    size_bytes: int | None
+    content_hash: str
+    embedder: str
+    ingested_at: datetime
+
+    @classmethod
+    def of(cls, row: Document) -> DocumentOut:
+        return cls(doc_id=row.id, source=row.source, title=row.title, format=row.format, chunk_count=row.chunk_count,
+                   page_count=row.page_count, size_bytes=row.size_bytes, content_hash=row.content_hash,
+                   embedder=row.embedder, ingested_at=row.ingested_at)
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: str
+    progress: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls.model_validate(job, from_attributes=True)
+
+
+@router.post("/bots/{slug}/documents", response_model=None)
+async def upload_documents(
+    slug: str, files: list[UploadFile], request: Request, _: AdminKey, force: bool = False
+) -> JSONResponse:
+    """Multipart upload (field `files`, repeatable). Each file succeeds or fails on its own."""
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+
+    def find_bot() -> str:
+        with transaction(runtime.sessions) as session:
+            return bot_service.get_bot(session, slug).id
+
+    bot_id = await run_in_threadpool(find_bot)
+    if not files:
+        raise InvalidRequest("Send at least one file in the multipart field 'files'.", param="files")
+    upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads(settings.data_dir)))
+    rejected: list[dict[str, Any]] = []
+    sources: list[kb_service.IngestSource] = []
+    total = 0
+    for i, upload in enumerate(files):
+        name = Path(upload.filename or f"upload-{i}").name
+        size = upload.size if upload.size is not None else 0
+        if size > settings.max_document_bytes:
+            rejected.append({"source": name, "status": "error", "reason": "too_large",
+                             "message": f"{size} bytes; the limit is {settings.max_document_bytes}"})
+            continue
+        target = upload_dir / f"{i:04d}" / name
+        target.parent.mkdir()
+        with target.open("wb") as out:
+            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
+        total += target.stat().st_size
+        sources.append(kb_service.IngestSource(target, name))
+    if total > settings.sync_ingest_bytes:
+        def enqueue() -> Job:
+            with transaction(runtime.sessions) as session:
+                return queue.enqueue(session, "ingest", {
+                    "files": [{"path": str(s.path), "source": s.source} for s in sources],
+                    "force": force, "upload_dir": str(upload_dir), "rejected": rejected,
+                }, bot_id=bot_id)
+        job = await run_in_threadpool(enqueue)
+        runtime.notify_worker()
+        return JSONResponse({"job": JobOut.of(job).model_dump(mode="json"), "rejected": rejected}, status_code=202,
+                            headers={"Location": f"/api/jobs/{job.id}"})
+    try:
+        results = await run_in_threadpool(
+            kb_service.ingest_sources, runtime.knowledge, runtime.sessions, bot_id, sources, force=force)
+    finally:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+    runtime.notify_access_changed()  # the bot may now have documents
+    body = [kb_service.result_dict(r) for r in results] + rejected
+    ok = sum(r["status"] != "error" for r in body)
+    return JSONResponse({"results": body, "ingested": ok, "failed": len(body) - ok},
+                        status_code=200 if ok or not body else 422)
+
+
+@router.get("/bots/{slug}/documents")
+def list_documents(slug: str, _: AdminKey, session: SessionDep) -> list[DocumentOut]:
+    bot = bot_service.get_bot(session, slug)
+    return [DocumentOut.of(d) for d in kb_service.list_documents(session, bot.id)]
+
+
+@router.delete("/bots/{slug}/documents/{doc_id}")
+async def delete_document(slug: str, doc_id: str, request: Request, _: AdminKey) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+
+    def remove() -> int:
+        with transaction(runtime.sessions) as session:
+            bot_id = bot_service.get_bot(session, slug).id
+        return kb_service.delete_document(runtime.knowledge, runtime.sessions, bot_id, doc_id)
+
+    removed = await run_in_threadpool(remove)
+    runtime.notify_access_changed()
+    return {"doc_id": doc_id, "chunks_removed": removed}
+
+
+@router.get("/bots/{slug}/knowledge")
+def get_knowledge(slug: str, _: AdminKey, session: SessionDep) -> kb_service.KnowledgeConfig:
+    return kb_service.knowledge_of(bot_service.get_bot(session, slug).knowledge)
+
+
+@router.put("/bots/{slug}/knowledge", response_model=None)
+def put_knowledge(
+    slug: str, config: kb_service.KnowledgeConfig, request: Request, _: AdminKey, session: SessionDep
+) -> JSONResponse:
+    """Replace the bot's knowledge settings. A new embedding model starts a re-embedding job; the bot
+    switches to it once every document is re-embedded (202 with the job)."""
+    runtime: Runtime = request.app.state.runtime
+    bot = bot_service.get_bot(session, slug)
+    current = kb_service.knowledge_of(bot.knowledge)
+    wanted = config.model_dump()
+    job = None
+    if (config.embedder or runtime.settings.embedder) != (current.embedder or runtime.settings.embedder):
+        wanted["embedder"] = current.embedder  # switched by the job when done
+        job = queue.enqueue(session, "reembed", {"embedder": config.embedder or runtime.settings.embedder},
+                            bot_id=bot.id)
+    bot.knowledge = wanted
+    session.commit()
+    runtime.notify_access_changed()
+    if job is not None:
+        runtime.notify_worker()
+        return JSONResponse({"knowledge": wanted, "job": JobOut.of(job).model_dump(mode="json")}, status_code=202)
+    return JSONResponse({"knowledge": wanted})
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, _: AdminKey, session: SessionDep) -> JobOut:
+    return JobOut.of(queue.get_job(session, job_id))
+
+
+@router.get("/jobs")
+def list_jobs(_: AdminKey, session: SessionDep, bot: str | None = None, kind: str | None = None) -> list[JobOut]:
+    bot_id = bot_service.get_bot(session, bot).id if bot else None
+    return [JobOut.of(j) for j in queue.list_jobs(session, bot_id=bot_id, kind=kind)]
+
+
+def _uploads(data_dir: Path) -> Path:
+    path = data_dir / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+

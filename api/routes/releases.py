@@ -1,0 +1,61 @@
+"""Admin JSON API for a bot's releases: create, list, attach / detach candidates, promote, roll back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from api.deps import AdminKey, SessionDep
+from api.models import ApiKey
+from api.runtime import Runtime
+from api.services import releases as service
+from api.services.releases import Actor, AliasMove, ReleaseCreate, ReleaseView
+
+router = APIRouter(prefix="/api/bots/{slug}/releases", tags=["releases"])
+
+
+async def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+
+
+def _actor(key: ApiKey) -> Actor:
+    return Actor(key.id, key.name or key.prefix)
+
+
+@router.get("")
+def list_releases(slug: str, _: AdminKey, session: SessionDep) -> list[ReleaseView]:
+    return service.list_releases(session, slug)
+
+
+@router.post("", status_code=201)
+async def create_release(slug: str, data: ReleaseCreate, key: AdminKey, runtime: RuntimeDep) -> ReleaseView:
+    return await service.create(runtime, slug, data, _actor(key))
+
+
+@router.get("/{release_id}")
+def get_release(slug: str, release_id: str, _: AdminKey, session: SessionDep) -> ReleaseView:
+    return service.view_release(session, slug, release_id)
+
+
+@router.post("/{release_id}/attach")
+async def attach(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep) -> ReleaseView:
+    return await service.attach(runtime, slug, release_id, _actor(key))
+
+
+@router.post("/{release_id}/detach")
+async def detach(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep) -> ReleaseView:
+    return await service.detach(runtime, slug, release_id, _actor(key))
+
+
+@router.post("/{release_id}/promote")
+async def promote(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep) -> AliasMove:
+    return await service.promote_release(runtime, slug, release_id, _actor(key))
+
+
+@router.post("/rollback")
+async def rollback(slug: str, key: AdminKey, runtime: RuntimeDep) -> AliasMove:
+    return await service.rollback_release(runtime, slug, _actor(key))

@@ -1,0 +1,93 @@
+"""How a turn gets answered, decided before any generation: from an approved annotation, by the
+bot's polite refusal (scope guard), from the retrieved passages (retrieval-only releases), with a
+holding message, or by the model with a grounded prompt."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from serving.knowledge import ContextBlock, Passage
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+    from api.services.chat import ChatTurn
+
+RAG_MODES = {"rag", "adapter+rag", "retrieval"}
+
+
+@dataclass
+class AnswerPlan:
+    direct_answer: str | None = None  # set: answered without the model
+    status: str = "completed"  # "refused" when the guard turned the question away
+    passages: list[dict[str, Any]] = field(default_factory=list)
+    context: ContextBlock | None = None
+    guard: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    annotation_id: str | None = None
+    top_score: float | None = None
+
+
+def passage_dict(p: Passage) -> dict[str, Any]:
+    return {
+        "chunk_id": p.chunk_id, "doc_id": p.doc_id, "document": p.source, "title": p.title,
+        "heading_path": list(p.heading_path), "page": p.page, "score": round(p.score, 4), "text": p.text,
+    }
+
+
+def retrieval_answer(passages: list[Passage], limit: int = 2) -> str:
+    """A retrieval-only release answers with the best passages, quoted with their sources."""
+    parts = []
+    for p in passages[:limit]:
+        where = " › ".join([p.source, *p.heading_path]) + (f", p. {p.page}" if p.page is not None else "")
+        parts.append(f"{p.text.strip()}\n(Source: {where})")
+    return "\n\n".join(parts)
+
+
+async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
+    """Decide how `turn` is answered; may replace `turn.prompt` with a grounded one."""
+    bot = turn.bot
+    plan = AnswerPlan()
+    annotations = runtime.annotations
+    if annotations is not None and bot.policy.annotations_enabled:
+        match = await asyncio.to_thread(annotations.match, bot.id, turn.question, bot.policy.annotation_similarity)
+        if match is not None:
+            plan.direct_answer, plan.annotation_id = match.answer, match.id
+            plan.flags.append("annotation")
+            return plan
+    if bot.mode == "holding":
+        plan.direct_answer = bot.holding_message or bot.refusal_message
+        plan.flags.append("holding")
+        return plan
+    if not bot.has_documents:
+        if bot.mode == "retrieval":
+            plan.direct_answer = bot.holding_message or bot.refusal_message
+            plan.flags.append("no_passages")
+        return plan
+
+    from api.services.knowledge import ground_turn
+
+    use_passages = bot.mode in RAG_MODES
+    history = [m for m in turn.prompt if m["role"] != "system"][:-1]
+    grounding = await asyncio.to_thread(
+        ground_turn, runtime.knowledge, bot_id=bot.id, config=bot.knowledge, refusal=bot.refusal_message,
+        system_prompt=bot.system_prompt, history=history, question=turn.question,
+        use_passages=use_passages and bot.mode != "retrieval",
+    )
+    plan.flags += grounding.flags
+    plan.passages = [passage_dict(p) for p in grounding.passages]
+    plan.top_score = max((p.score for p in grounding.passages), default=None)
+    if grounding.decision is not None:
+        plan.guard = grounding.decision.as_log()
+        if grounding.refused:
+            plan.direct_answer = grounding.decision.refusal_message or bot.refusal_message
+            plan.status = "refused"
+            return plan
+    if bot.mode == "retrieval":
+        plan.direct_answer = retrieval_answer(grounding.passages) or bot.holding_message or bot.refusal_message
+        return plan
+    if grounding.prompt is not None:
+        turn.prompt = grounding.prompt
+        plan.context = grounding.context
+    return plan
