@@ -18,13 +18,14 @@ from api.jobs.handlers import bind as bind_handlers
 from api.jobs.worker import Worker
 from api.runtime import Runtime
 from api.migrate import upgrade
-from api.routes import admin, chat, health, knowledge, models
-from api.routes import releases
+from api.routes import admin, chat, feedback, health, knowledge, models
+from api.routes import releases, review
 from api.deps import bootstrap_admin_secret
 from api.services.access import AccessCache
 from api.services.chat import ChatService
 from api.services.exchange_writer import ExchangeWriter
 from api.settings import Settings, get_settings
+from review_ui import mount_review_ui
 from serving.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.access = runtime.access
     app.state.chat = ChatService(runtime, writer)
     install_error_handlers(app)
-    for module in (chat, models, health, admin, knowledge):
+    for module in (chat, models, feedback, health, admin, knowledge):
         app.include_router(module.router)
     app.include_router(releases.router)
+    app.include_router(review.router)
+    mount_review_ui(app, runtime)  # staff pages at /review (after the error handlers: it refines them)
     return app

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.cli_releases import releases_app
+from api.cli_staff import staff_app
 from api.db import make_engine, make_session_factory, transaction
 from api.settings import Settings
 
@@ -24,6 +25,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(docs_app, name="documents")
 app.add_typer(releases_app, name="releases")
+app.add_typer(staff_app, name="staff")
 
 console = Console()
 err = Console(stderr=True)
@@ -72,6 +74,51 @@ def serve(
         create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log,
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command()
+def worker(
+    kinds: Annotated[
+        Optional[list[str]], typer.Option("--kind", help="Only these job kinds (repeatable), e.g. shadow.")
+    ] = None,
+) -> None:
+    """Run background jobs (shadow answers, ingestion, re-embedding, …) in this process, claiming them
+    from the shared database; run as many as you like next to `serve --no-worker`-style deployments
+    (set SHADOWDESK_RUN_WORKER=false on the servers)."""
+    import logging
+    import signal
+
+    from api.backends import build_backend
+    from api.jobs.handlers import bind
+    from api.jobs.worker import Worker
+    from api.runtime import Runtime
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    sessions = _sessions(settings)
+
+    async def run() -> None:
+        backend = build_backend(settings)
+        await backend.start()
+        runtime = Runtime(settings=settings, engine=sessions.kw["bind"], sessions=sessions, backend=backend)
+        handlers = bind(runtime)
+        if kinds:
+            unknown = set(kinds) - set(handlers)
+            if unknown:
+                err.print(f"[red]Unknown job kind(s): {', '.join(sorted(unknown))}[/red]")
+                raise typer.Exit(2)
+            handlers = {k: v for k, v in handlers.items() if k in kinds}
+        runtime.worker = Worker(sessions, handlers, lease_s=settings.job_lease_s)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.worker.stop)
+        err.print(f"worker {runtime.worker.worker_id} running: {', '.join(sorted(handlers))}")
+        try:
+            await runtime.worker.run()
+        finally:
+            await backend.close()
+
+    asyncio.run(run())
 
 
 @db_app.command("upgrade")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -19,7 +19,8 @@ from rich.table import Table
 from api.db import transaction
 from api.runtime import Runtime
 from api.services import releases as service
-from api.services.releases import CLI_ACTOR, AliasMove, ReleaseCreate, ReleaseView
+from api.services.audit import CLI_ACTOR
+from api.services.releases import AliasMove, ReleaseCreate, ReleaseView
 
 releases_app = typer.Typer(help="Releases of a bot: candidates, promotion, rollback.", no_args_is_help=True)
 console = Console()
@@ -73,13 +74,13 @@ def _show_move(move: AliasMove) -> None:
 @releases_app.command("create")
 def create(
     bot: BotArg,
-    adapter: Annotated[Optional[str], typer.Option(help="Versioned adapter name, e.g. acme-support-v3.")] = None,
-    adapter_path: Annotated[Optional[str], typer.Option(help="Where the backend loads the adapter from.")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="Prompt frozen with the release.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Versioned adapter name, e.g. acme-support-v3.")] = None,
+    adapter_path: Annotated[str | None, typer.Option(help="Where the backend loads the adapter from.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="Prompt frozen with the release.")] = None,
     mode: Annotated[str, typer.Option(help="rag | adapter | adapter+rag | retrieval | holding")] = "rag",
-    holding_message: Annotated[Optional[str], typer.Option(help="What a holding release answers.")] = None,
-    base_model: Annotated[Optional[str], typer.Option(help="Base model (default: the live release's).")] = None,
-    based_on: Annotated[Optional[str], typer.Option(help="Copy unset fields from this release.")] = None,
+    holding_message: Annotated[str | None, typer.Option(help="What a holding release answers.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model (default: the live release's).")] = None,
+    based_on: Annotated[str | None, typer.Option(help="Copy unset fields from this release.")] = None,
     notes: Annotated[str, typer.Option()] = "",
     candidate: Annotated[bool, typer.Option("--candidate", help="Attach as a candidate at once.")] = False,
 ) -> None:
@@ -107,9 +108,9 @@ def list_(bot: BotArg) -> None:
     except Exception as exc:
         _fail(exc)
         raise
-    table = Table("id", "version", "status", "mode", "adapter", "base model", "created")
+    table = Table("version", "status", "mode", "adapter", "base model", "id", "created")
     for v in views:
-        table.add_row(v.id, f"v{v.version}", v.status, v.mode, v.adapter or "-", v.base_model,
+        table.add_row(f"v{v.version}", v.status, v.mode, v.adapter or "-", v.base_model, v.id,
                       v.created_at.isoformat(timespec="seconds"))
     console.print(table)
 

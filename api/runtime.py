@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,7 @@ from serving.backend import Backend
 if TYPE_CHECKING:
     from api.jobs.worker import Worker
     from api.services.access import AccessCache
+    from api.services.annotations import AnnotationIndex
     from api.services.knowledge import KnowledgeHub
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Runtime:
     worker: Worker | None = None
     access: AccessCache | None = None
     _knowledge: KnowledgeHub | None = None
-    _annotations: Any = None
+    _annotations: AnnotationIndex | None = None
 
     @property
     def knowledge_opened(self) -> bool:
@@ -53,8 +54,16 @@ class Runtime:
             self.worker.notify()
 
     @property
-    def annotations(self) -> Any:
-        """The annotation matcher, or None while annotations are not available."""
+    def annotations(self) -> AnnotationIndex:
+        """Matches client questions to approved annotations. Questions are embedded with the default
+        embedding model, loaded only once a bot has annotations."""
+        if self._annotations is None:
+            from api.services.annotations import AnnotationIndex
+
+            def embed(texts: list[str]) -> list[list[float]]:
+                return self.knowledge.base(self.settings.embedder).embedder.embed_documents(texts)
+
+            self._annotations = AnnotationIndex(self.sessions, embed)
         return self._annotations
 
     def notify_access_changed(self) -> None:

@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     shadow_timeout_s: float = Field(
         60.0, gt=0, description="Longest a candidate may take for one shadow answer; slower ones are stored as errors."
     )
+    shadow_busy_cpu: float | None = Field(
+        0.5, gt=0,
+        description="Live traffic first: hold shadow and review-feed jobs while this process uses more than this "
+        "share of a CPU core (sampled while the job waits); None never holds.",
+    )
+    shadow_max_defer_s: float = Field(
+        5.0, ge=0, description="Longest such a job is held for a busy process, so a server that is always busy "
+        "still makes progress (one job per this many seconds).",
+    )
 
     create_demo_bot: bool = Field(True, description="Create the `demo` bot on first start if missing.")
 

@@ -75,6 +75,9 @@ class Backend(abc.ABC):
 
     #: Short name shown in releases and logs, e.g. "transformers" or "openai".
     kind: str = "abstract"
+    #: True when the backend itself bounds every wait of a stream (e.g. a per-read timeout on an
+    #: upstream connection); callers may then skip their own per-chunk timer.
+    bounds_waits: bool = False
 
     async def start(self) -> None:
         """Load models / open connections. Called once before the first request."""

@@ -62,6 +62,8 @@ class OpenAIBackend(Backend):
     """
 
     kind = "openai"
+    # `timeout` bounds each wait (first byte, every chunk), so the gateway needs no per-chunk timer.
+    bounds_waits = True
 
     def __init__(
         self,

@@ -10,7 +10,8 @@ from api.deps import AdminKey, SessionDep
 from api.models import ApiKey
 from api.runtime import Runtime
 from api.services import releases as service
-from api.services.releases import Actor, AliasMove, ReleaseCreate, ReleaseView
+from api.services.audit import NamedActor
+from api.services.releases import AliasMove, ReleaseCreate, ReleaseView
 
 router = APIRouter(prefix="/api/bots/{slug}/releases", tags=["releases"])
 
@@ -22,8 +23,8 @@ async def _runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
-def _actor(key: ApiKey) -> Actor:
-    return Actor(key.id, key.name or key.prefix)
+def _actor(key: ApiKey) -> NamedActor:
+    return NamedActor(key.id, key.name or key.prefix)
 
 
 @router.get("")

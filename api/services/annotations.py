@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import NotFound
 from api.ids import new_id
-from api.models import Annotation, utcnow
+from api.models import Annotation, Exchange, utcnow
 from api.services import audit
 from api.services.audit import AuditActor
 from api.services.staff import Actor, can_review
@@ -38,8 +38,8 @@ class AnnotationMatch:
 
 
 def normalize_question(text: str) -> str:
-    """Case and spacing do not make a different question."""
-    return re.sub(r"\s+", " ", text).strip().casefold()
+    """Case, spacing and punctuation do not make a different question."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text).casefold().split())
 
 
 def create_annotation(
@@ -97,6 +97,17 @@ def list_annotations(session: Session, bot_id: str, *, limit: int = 200) -> list
     query = (select(Annotation).where(Annotation.bot_id == bot_id)
              .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(limit))
     return list(session.scalars(query))
+
+
+def answered_counts(session: Session, bot_id: str) -> dict[str, int]:
+    """Annotation id -> client exchanges it answered (from the exchanges themselves, which are
+    durable, so the count is right even where `record_hit` was not called)."""
+    rows = session.execute(
+        select(Exchange.annotation_id, func.count()).where(Exchange.bot_id == bot_id,
+                                                           Exchange.annotation_id.is_not(None))
+        .group_by(Exchange.annotation_id)
+    )
+    return {str(annotation_id): int(n) for annotation_id, n in rows}
 
 
 def record_hit(session: Session, annotation_id: str) -> None:

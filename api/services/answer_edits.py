@@ -27,16 +27,29 @@ class DiffSpan:
 
 def word_diff(original: str, revised: str) -> list[DiffSpan]:
     """Spans that turn `original` into `revised` (equal and deleted spans concatenate to the
-    original, equal and inserted ones to the revision); adjacent spans of one kind are merged."""
+    original, equal and inserted ones to the revision); each run of changes is one deletion
+    followed by one insertion."""
     a, b = _TOKEN.findall(original), _TOKEN.findall(revised)
+    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    # A lone space kept between two changes reads better as part of one change ("Candidate says" ->
+    # "Kestrel support", not two separate word swaps).
+    for k in range(1, len(opcodes) - 1):
+        tag, i1, i2, j1, j2 = opcodes[k]
+        if tag == "equal" and not "".join(a[i1:i2]).strip() and opcodes[k - 1][0] != "equal" \
+                and opcodes[k + 1][0] != "equal":
+            opcodes[k] = ("replace", i1, i2, j1, j2)
     spans: list[DiffSpan] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag in ("delete", "replace"):
-            _append(spans, "delete", "".join(a[i1:i2]))
-        if tag in ("insert", "replace"):
-            _append(spans, "insert", "".join(b[j1:j2]))
-        if tag == "equal":
-            _append(spans, "equal", "".join(a[i1:i2]))
+    deleted: list[str] = []
+    inserted: list[str] = []
+    for tag, i1, i2, j1, j2 in [*opcodes, ("equal", len(a), len(a), len(b), len(b))]:
+        if tag != "equal":  # runs of changes become one deletion and one insertion
+            deleted += a[i1:i2]
+            inserted += b[j1:j2]
+            continue
+        _append(spans, "delete", "".join(deleted))
+        _append(spans, "insert", "".join(inserted))
+        deleted, inserted = [], []
+        _append(spans, "equal", "".join(a[i1:i2]))
     return spans
 
 

@@ -50,7 +50,8 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
     bot = turn.bot
     plan = AnswerPlan()
     annotations = runtime.annotations
-    if annotations is not None and bot.policy.annotations_enabled:
+    # known_empty: most bots have no annotation most of the time; skip the thread hop then.
+    if bot.policy.annotations_enabled and not annotations.known_empty(bot.id):
         match = await asyncio.to_thread(annotations.match, bot.id, turn.question, bot.policy.annotation_similarity)
         if match is not None:
             plan.direct_answer, plan.annotation_id = match.answer, match.id

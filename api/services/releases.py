@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +26,7 @@ from api.errors import Conflict, InvalidRequest, NotFound
 from api.ids import new_id
 from api.models import AuditEntry, Bot, Release
 from api.runtime import Runtime
+from api.services.audit import AuditActor, record
 from api.services.bots import get_bot, next_release_version
 from serving.backend import Backend, BackendError
 
@@ -39,17 +39,6 @@ PROMOTE, ROLLBACK = "release.promote", "release.rollback"
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who made a change, for the audit log (an admin key, the CLI, a staff user)."""
-
-    id: str | None
-    name: str
-
-
-CLI_ACTOR = Actor(None, "cli")
 
 
 class ReleaseCreate(BaseModel):
@@ -92,6 +81,11 @@ class ReleaseView(BaseModel):
     candidate: bool
     status: str
     created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite drops the zone
 
     @classmethod
     def of(cls, release: Release, live_release_id: str | None) -> ReleaseView:
@@ -139,7 +133,7 @@ def view_release(session: Session, slug: str, release_id: str) -> ReleaseView:
 
 
 def create_release(
-    session: Session, slug: str, data: ReleaseCreate, *, default_base_model: str, actor: Actor
+    session: Session, slug: str, data: ReleaseCreate, *, default_base_model: str, actor: AuditActor
 ) -> ReleaseView:
     """Add a release with the bot's next version (never changes an existing one)."""
     bot = get_bot(session, slug)
@@ -152,7 +146,7 @@ def create_release(
     return ReleaseView.of(release, bot.live_release_id)
 
 
-def set_candidate(session: Session, slug: str, release_id: str, candidate: bool, *, actor: Actor) -> ReleaseView:
+def set_candidate(session: Session, slug: str, release_id: str, candidate: bool, *, actor: AuditActor) -> ReleaseView:
     """Attach (`candidate=True`) or detach a release as a shadowing candidate."""
     bot = get_bot(session, slug)
     release = get_release(session, bot, release_id)
@@ -167,7 +161,7 @@ def set_candidate(session: Session, slug: str, release_id: str, candidate: bool,
     return ReleaseView.of(release, bot.live_release_id)
 
 
-def promote(session: Session, slug: str, release_id: str, *, actor: Actor) -> AliasMove:
+def promote(session: Session, slug: str, release_id: str, *, actor: AuditActor) -> AliasMove:
     """Point the bot's alias at `release_id` (it stops being a candidate)."""
     bot = get_bot(session, slug)
     release = get_release(session, bot, release_id)
@@ -176,7 +170,7 @@ def promote(session: Session, slug: str, release_id: str, *, actor: Actor) -> Al
     return _move_alias(session, bot, release, PROMOTE, actor)
 
 
-def rollback(session: Session, slug: str, *, actor: Actor) -> AliasMove:
+def rollback(session: Session, slug: str, *, actor: AuditActor) -> AliasMove:
     """Point the alias back at the release that was live before the last promotion not yet rolled
     back; repeated rollbacks walk further back through the promotions."""
     bot = get_bot(session, slug)
@@ -203,7 +197,7 @@ def rollback_target(session: Session, bot: Bot) -> str | None:
     return stack[-1] if stack else None
 
 
-def _move_alias(session: Session, bot: Bot, release: Release, action: str, actor: Actor) -> AliasMove:
+def _move_alias(session: Session, bot: Bot, release: Release, action: str, actor: AuditActor) -> AliasMove:
     before = bot.live_release_id
     # Compare-and-set: if another promotion committed since we read the bot, refuse instead of
     # writing an audit entry whose "before" is wrong.
@@ -234,6 +228,8 @@ def _resolve_fields(session: Session, bot: Bot, data: ReleaseCreate, default_bas
         "mode": "rag", "holding_message": None, "notes": "",
     }
     fields.update({k: v for k, v in base.items() if k in fields})
+    if given.get("adapter", "") is None and "adapter_path" not in given:
+        fields["adapter_path"] = None  # dropping the adapter drops where it came from
     fields.update({k: v for k, v in given.items() if not (k == "base_model" and v is None)})
     if fields["mode"] in ADAPTER_MODES and not fields["adapter"]:
         raise InvalidRequest(f"Mode '{fields['mode']}' needs an adapter.", param="adapter")
@@ -260,10 +256,10 @@ def _fields(release: Release) -> dict[str, Any]:
     }
 
 
-def _audit(session: Session, actor: Actor, action: str, entity: str, entity_id: str, bot_id: str,
+def _audit(session: Session, actor: AuditActor, action: str, entity: str, entity_id: str, bot_id: str,
            before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    session.add(AuditEntry(id=new_id("audit"), actor_id=actor.id, actor=actor.name, action=action, entity=entity,
-                           entity_id=entity_id, bot_id=bot_id, before=_jsonable(before), after=_jsonable(after)))
+    record(session, actor, action, entity=entity, entity_id=entity_id, bot_id=bot_id, before=_jsonable(before),
+           after=_jsonable(after))
 
 
 def _jsonable(values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -292,7 +288,7 @@ async def ensure_servable(backend: Backend, *, adapter: str | None, adapter_path
                              code="adapter_load_failed") from exc
 
 
-async def create(runtime: Runtime, slug: str, data: ReleaseCreate, actor: Actor) -> ReleaseView:
+async def create(runtime: Runtime, slug: str, data: ReleaseCreate, actor: AuditActor) -> ReleaseView:
     """Create a release; with `candidate`, its adapter is loaded first (nothing is stored if that fails)."""
     if data.candidate:
         def resolve(session: Session) -> dict[str, Any]:
@@ -306,7 +302,7 @@ async def create(runtime: Runtime, slug: str, data: ReleaseCreate, actor: Actor)
     return view
 
 
-async def attach(runtime: Runtime, slug: str, release_id: str, actor: Actor) -> ReleaseView:
+async def attach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> ReleaseView:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
     await ensure_servable(runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path)
     view = await _in_transaction(runtime, lambda s: set_candidate(s, slug, release_id, True, actor=actor))
@@ -314,13 +310,13 @@ async def attach(runtime: Runtime, slug: str, release_id: str, actor: Actor) -> 
     return view
 
 
-async def detach(runtime: Runtime, slug: str, release_id: str, actor: Actor) -> ReleaseView:
+async def detach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> ReleaseView:
     view = await _in_transaction(runtime, lambda s: set_candidate(s, slug, release_id, False, actor=actor))
     runtime.notify_access_changed()
     return view
 
 
-async def promote_release(runtime: Runtime, slug: str, release_id: str, actor: Actor) -> AliasMove:
+async def promote_release(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> AliasMove:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
     await ensure_servable(runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path)
     move = await _in_transaction(runtime, lambda s: promote(s, slug, release_id, actor=actor))
@@ -328,7 +324,7 @@ async def promote_release(runtime: Runtime, slug: str, release_id: str, actor: A
     return move
 
 
-async def rollback_release(runtime: Runtime, slug: str, actor: Actor) -> AliasMove:
+async def rollback_release(runtime: Runtime, slug: str, actor: AuditActor) -> AliasMove:
     def target(session: Session) -> ReleaseView | None:
         bot = get_bot(session, slug)
         found = rollback_target(session, bot)

@@ -13,19 +13,22 @@ stricter `token_sort_ratio`, which does not treat "reset" as identical to "how d
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import random
 from typing import Any
 
 from rapidfuzz import fuzz, process, utils
 from rapidfuzz.distance import Levenshtein
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import transaction
 from api.ids import new_id
+from api.jobs.headroom import wait_for_headroom
 from api.jobs.queue import job_row
+from api.jobs.worker import JobContext
 from api.models import Bot, Exchange, Release, ReviewItem
+from api.runtime import Runtime
 from api.services.policy import BotPolicy, policy_of
 
 # Priority = sum of the weights of the reasons, plus how far past its threshold each one is.
@@ -158,7 +161,7 @@ def _group_key(session: Session, bot_id: str, release_id: str | None, question: 
     index, score = _best_match(text, [normalise(question_of(m)) for _, m in pending], fuzz.token_sort_ratio)
     if index is not None and score >= similarity:
         return str(pending[index][0])
-    return hashlib.sha256(f"{release_id}\n{text}".encode()).hexdigest()[:32]
+    return new_id("grp")  # a new group, never one already reviewed
 
 
 def _best_match(text: str, choices: list[str], scorer: Any) -> tuple[int | None, float]:
@@ -172,10 +175,17 @@ def _best_match(text: str, choices: list[str], scorer: Any) -> tuple[int | None,
 # -- job ------------------------------------------------------------------------------------------
 
 
-def run_review_feed_job(ctx: Any, runtime: Any) -> dict[str, Any]:
+async def run_review_feed_job(ctx: JobContext, runtime: Runtime) -> dict[str, Any]:
     """Job `review_feed`, payload {"exchange_id"}: consider a live answer (a bot without candidates)."""
-    with transaction(runtime.sessions) as session:
-        exchange = session.get(Exchange, ctx.payload["exchange_id"])
+    settings = runtime.settings
+    await wait_for_headroom(settings.shadow_busy_cpu, settings.shadow_max_defer_s)
+    return await asyncio.to_thread(review_live_answer, runtime.sessions, ctx.payload["exchange_id"])
+
+
+def review_live_answer(sessions: sessionmaker[Session], exchange_id: str) -> dict[str, Any]:
+    """Queue a live answer for review if the policy says so (idempotent)."""
+    with transaction(sessions) as session:
+        exchange = session.get(Exchange, exchange_id)
         if exchange is None:
             return {"skipped": "exchange_deleted"}
         bot = session.get(Bot, exchange.bot_id)

@@ -76,6 +76,22 @@ class QueuePage:
     offset: int = 0
 
 
+def resolve_filter(
+    session: Session, actor: Actor, *, bot: str | None, status: str = "pending", reason: str | None = None,
+    release: str | None = None,
+) -> tuple[QueueFilter, Bot | None]:
+    """A queue filter from what people type (the bot by slug; empty values mean "any"), checked
+    against what `actor` reviews; with the bot it names."""
+    selected = None
+    if bot:
+        found = session.scalar(select(Bot).where(Bot.slug == bot))
+        if found is None:
+            raise NotFound(f"No bot '{bot}'.", param="bot")
+        selected = require_bot(actor, found)
+    flt = QueueFilter(selected.id if selected else None, status, reason or None, release or None)
+    return flt.validated(), selected
+
+
 def scope_clause(session: Session, actor: Actor, flt: QueueFilter) -> ColumnElement[bool]:
     """The bot, release and reason part of a filter, limited to the bots `actor` reviews."""
     conds: list[ColumnElement[bool]] = []
@@ -208,7 +224,7 @@ def lock_holders(session: Session, items: list[ReviewItem], now: datetime) -> di
     ids = {i.locked_by for i in items if i.locked_by and i.locked_until and aware(i.locked_until) > now}
     if not ids:
         return {}
-    emails = dict(session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids))).tuples())
+    emails = {i: e for i, e in session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids)))}
     return {i: emails.get(i, "API client") for i in ids}
 
 

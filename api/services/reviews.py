@@ -26,8 +26,20 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.ids import new_id
-from api.models import Annotation, AuditEntry, Bot, Exchange, Release, Review, ReviewItem, ShadowAnswer, utcnow
-from api.services import annotations, audit
+from api.models import (
+    Annotation,
+    AuditEntry,
+    Bot,
+    Exchange,
+    Release,
+    Review,
+    ReviewItem,
+    ShadowAnswer,
+    StaffUser,
+    utcnow,
+)
+from api.services import annotations as annotation_service
+from api.services import audit
 from api.services.answer_edits import edit_distance
 from api.services.review_queue import (
     REJECT_REASONS,
@@ -103,6 +115,7 @@ class ItemDetail:
     group_size: int  # pending items in the group, this one included
     lock: LockInfo | None
     history: list[AuditEntry] = field(default_factory=list)
+    reviewers: dict[str, str] = field(default_factory=dict)  # staff id -> email, for `reviews`
 
     @property
     def latest_review(self) -> Review | None:
@@ -150,6 +163,10 @@ def get_item(session: Session, actor: Actor, item_id: str, *, now: datetime | No
         select(Review).where(Review.item_id == item.id).order_by(Review.created_at.desc(), Review.id.desc())
     ))
     members = _group(session, item)
+    staff_ids = {r.reviewer_id for r in reviews if r.reviewer_id}
+    reviewers = {i: e for i, e in session.execute(
+        select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(staff_ids))
+    )} if staff_ids else {}
     return ItemDetail(
         item=item, bot=bot, exchange=exchange, question=last_question(exchange.messages),
         reviewed_answer=reviewed_answer(session, item, exchange),
@@ -157,7 +174,7 @@ def get_item(session: Session, actor: Actor, item_id: str, *, now: datetime | No
         live_release=session.get(Release, exchange.release_id) if exchange.release_id else None,
         candidates=candidates, reviews=reviews, group_size=len(members),
         lock=lock_info(item, lock_holders(session, [item], now), actor, now),
-        history=audit.history(session, "review_item", item.id),
+        history=audit.history(session, "review_item", item.id), reviewers=reviewers,
     )
 
 
@@ -220,7 +237,7 @@ def act(session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: 
         corrected = (verdict.corrected_text or "").strip()
         if corrected == original.strip():  # "edited" back to the same text: an approval
             kind, corrected = "approved", None
-    distance = {"approved": 0.0, "corrected": edit_distance(original, corrected or "")}.get(kind)
+    distance = 0.0 if kind == "approved" else edit_distance(original, corrected) if corrected is not None else None
     earlier = list(session.scalars(select(Review.id).where(Review.item_id == item.id)))
     before = _item_state(session, item)
     review = Review(
@@ -234,10 +251,11 @@ def act(session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: 
     item.updated_at = now
     session.flush()
 
-    changed = annotations.disable_for_reviews(session, actor, earlier)
+    changed = annotation_service.disable_for_reviews(session, actor, earlier)
     annotation = None
-    if kind in ("approved", "corrected") and _single_question(exchange):
-        annotation = annotations.create_annotation(
+    answers_clients = kind in ("approved", "corrected") and _single_question(exchange)
+    if answers_clients and _usable_answer(session, item, exchange, corrected):
+        annotation = annotation_service.create_annotation(
             session, actor, bot_id=item.bot_id, question=last_question(exchange.messages),
             answer=corrected if corrected is not None else original, review_id=review.id, now=now,
         )
@@ -268,6 +286,16 @@ def _settle_group(
                      after={"status": member.status, "settled_with": item.id, "review_id": review.id}, at=now)
     session.flush()
     return settled
+
+
+def _usable_answer(session: Session, item: ReviewItem, exchange: Exchange, corrected: str | None) -> bool:
+    """Whether the verdict's answer may answer clients: a correction, or an approved answer that was
+    generated to the end (never an empty or cut-off one)."""
+    if corrected is not None:
+        return True
+    shadow = session.get(ShadowAnswer, item.shadow_answer_id) if item.shadow_answer_id else None
+    status, text = (shadow.status, shadow.answer) if shadow is not None else (exchange.status, exchange.answer)
+    return status in ("completed", "refused") and bool(text.strip())
 
 
 def _single_question(exchange: Exchange) -> bool:

@@ -25,12 +25,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import transaction
 from api.ids import new_id
+from api.jobs.headroom import wait_for_headroom
 from api.jobs.queue import job_row
+from api.jobs.worker import JobContext
 from api.models import Bot, Exchange, Job, Release, ShadowAnswer
+from api.runtime import Runtime
 from api.services.answer_plan import RAG_MODES, retrieval_answer
 from api.services.knowledge import knowledge_of
 from api.services.policy import BotPolicy, policy_of
-from api.services.review_feed import enqueue_review, live_answer_to_compare, question_of, top_retrieval_score
+from api.services.review_feed import (
+    enqueue_review,
+    live_answer_to_compare,
+    question_of,
+    top_retrieval_score,
+)
 from serving.backend import ChatMessage, GenerationParams
 from serving.knowledge import Passage, build_context, grounded_messages
 
@@ -89,15 +97,17 @@ class ShadowRetry(Exception):
     """The candidate's backend failed; the job goes back to the queue (attempts remain)."""
 
 
-async def run_shadow_job(ctx: Any, runtime: Any) -> dict[str, Any]:
+async def run_shadow_job(ctx: JobContext, runtime: Runtime) -> dict[str, Any]:
     """Job `shadow`, payload {"exchange_id", "release_id"}: generate and store one shadow answer."""
+    settings = runtime.settings
+    await wait_for_headroom(settings.shadow_busy_cpu, settings.shadow_max_defer_s)
     task = await asyncio.to_thread(_load_task, runtime.sessions, ctx)
     if isinstance(task, dict):
         return task
     if task.direct_answer is not None:
         result = ShadowResult(answer=task.direct_answer, finish_reason="stop")
     else:
-        async with _slots(runtime.settings.shadow_concurrency):
+        async with _slots(settings.shadow_concurrency):
             result = await _generate(runtime, task)
         if result.status == "error" and result.finish_reason != "timeout" and not task.last_attempt:
             raise ShadowRetry(result.error)
@@ -131,7 +141,7 @@ def passage_of(stored: dict[str, Any]) -> Passage:
     )
 
 
-def _load_task(sessions: sessionmaker[Session], ctx: Any) -> ShadowTask | dict[str, Any]:
+def _load_task(sessions: sessionmaker[Session], ctx: JobContext) -> ShadowTask | dict[str, Any]:
     exchange_id, release_id = ctx.payload["exchange_id"], ctx.payload["release_id"]
     with transaction(sessions) as session:
         done = session.scalar(select(ShadowAnswer.id).where(
@@ -179,7 +189,7 @@ def _params(stored: dict[str, Any], bot: Bot) -> GenerationParams:
     )
 
 
-async def _generate(runtime: Any, task: ShadowTask) -> ShadowResult:
+async def _generate(runtime: Runtime, task: ShadowTask) -> ShadowResult:
     timeout = runtime.settings.shadow_timeout_s
     started = time.perf_counter()
     result = ShadowResult()

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
@@ -137,12 +138,11 @@ class LoginThrottle:
         return [t for t in self._failures.get(key, []) if t > horizon]
 
 
-def login_throttle(holder: object) -> LoginThrottle:
+def login_throttle(holder: Any) -> LoginThrottle:
     """The throttle kept on `holder` (the app's state), made on first use."""
     throttle = getattr(holder, "staff_login_throttle", None)
     if throttle is None:
-        throttle = LoginThrottle()
-        setattr(holder, "staff_login_throttle", throttle)
+        throttle = holder.staff_login_throttle = LoginThrottle()
     return throttle
 
 

@@ -231,3 +231,21 @@ def test_every_error_path_uses_the_envelope(harness: Harness) -> None:
         r = harness.client.request(method, path, headers=harness.auth())
         assert_envelope(r, r.status_code)
         assert r.status_code in {403, 404, 405}
+
+
+def test_client_feedback_is_stored_and_thumbs_down_feeds_review(harness: Harness) -> None:
+    r = harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth())
+    exchange_id = r.json()["id"]
+    url = f"/v1/exchanges/{exchange_id}/feedback"
+    assert harness.client.post(url, json={"rating": "up"}, headers=harness.auth()).status_code == 200
+    assert harness.exchanges()[0].feedback == 1
+    assert harness.client.post(url, json={"rating": "down"}, headers=harness.auth()).status_code == 200
+    assert harness.exchanges()[0].feedback == -1
+    assert_envelope(harness.client.post(url, json={"rating": "meh"}, headers=harness.auth()), 400, param="rating")
+    assert_envelope(harness.client.post(url, json={"rating": "down"}, headers=harness.auth(harness.other_key)), 404)
+    assert_envelope(harness.client.post(url, json={"rating": "down"}), 401)
+    from api.models import Job
+
+    with harness.client.app.state.runtime.sessions() as session:  # type: ignore[attr-defined]
+        kinds = [j.kind for j in session.query(Job).filter(Job.payload["exchange_id"].as_string() == exchange_id)]
+    assert kinds.count("review_feed") == 2  # one with the answer, one for the thumbs-down

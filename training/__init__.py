@@ -1,0 +1,1 @@
+"""The learning engine: datasets, trainer, evaluation (no database, no HTTP)."""
