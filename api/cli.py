@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from typing import Annotated, Optional
 
@@ -155,6 +156,9 @@ def bots_create(
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    policy: Annotated[
+        Optional[str], typer.Option(help='Shadow/review/promotion policy as JSON, e.g. \'{"review_sample_rate": 0.1}\'.')
+    ] = None,
 ) -> None:
     """Create a bot; its first release (the configured base model) goes live."""
     from pydantic import ValidationError
@@ -166,7 +170,11 @@ def bots_create(
         data = BotCreate(
             slug=slug, name=name or slug, system_prompt=system_prompt, scope=scope, refusal_message=refusal_message,
             temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+            **({"policy": json.loads(policy)} if policy else {}),
         )
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]Invalid --policy JSON:[/red] {exc}")
+        raise typer.Exit(2) from exc
     except ValidationError as exc:
         err.print(f"[red]Invalid bot:[/red] {exc.errors()[0]['msg']} ({exc.errors()[0]['loc'][0]})")
         raise typer.Exit(2) from exc

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest a candidate may take for one shadow answer; slower ones are stored as errors."
     )
     shadow_busy_cpu: float | None = Field(
-        0.5, gt=0,
+        0.25, gt=0,
         description="Live traffic first: hold shadow and review-feed jobs while this process uses more than this "
         "share of a CPU core (sampled while the job waits); None never holds.",
     )

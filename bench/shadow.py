@@ -9,6 +9,11 @@ answers for review, so `off` runs no background work at all and the difference i
 Phases alternate off/on/on/off (ABBA, `--rounds` times) so drift hits both sides alike; after each
 `on` phase the shadow backlog is drained (and timed) so that it never spills into an `off` phase.
 Prints on/off ratios. Goal: p99 within +2%.
+
+Shadow jobs wait while the gateway is busy (api/jobs/headroom.py), so under this saturating load
+they run in the drains; what remains in `on` is the job row written with each exchange. At one
+request in flight, p99 is decided by a handful of multi-millisecond stalls (GIL hand-offs, SQLite
+syncs) per phase: use many requests per phase and several rounds before reading much into it.
 """
 
 from __future__ import annotations
@@ -69,11 +74,12 @@ async def drain(engine: Any, timeout: float = 600.0) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Client latency and throughput with shadowing on vs off.")
-    parser.add_argument("--requests", type=int, default=1000, help="requests per phase")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per phase")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds per setting")
     parser.add_argument("--chunks", type=int, default=16, help="word chunks per streamed answer")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--sample-rate", type=float, default=1.0, help="bench-on's shadow_sample_rate")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -105,9 +111,9 @@ async def main() -> None:
         await wait_ready(f"http://127.0.0.1:{stub_port}/v1/models")
         base = f"http://127.0.0.1:{gw_port}"
         await wait_ready(base + "/readyz")
-        quiet = {"policy": {"shadow_sample_rate": 1.0, "review_sample_rate": 0.0}}
         for slug in ("bench-off", "bench-on"):
-            await admin_call(base, admin_key, "PATCH", f"/api/bots/{slug}", quiet)
+            policy = {"shadow_sample_rate": args.sample_rate, "review_sample_rate": 0.0}
+            await admin_call(base, admin_key, "PATCH", f"/api/bots/{slug}", {"policy": policy})
         await admin_call(base, admin_key, "POST", "/api/bots/bench-on/releases", {
             "adapter": "bench-candidate-v2", "adapter_path": "/adapters/bench-v2", "mode": "adapter",
             "candidate": True})
@@ -126,16 +132,16 @@ async def main() -> None:
                 if phase == "on":
                     drains.append(await drain(engine))
             answers = (await asyncio.to_thread(shadow_backlog, engine))[1] - before
-            expected = args.requests * 2 * args.rounds
+            expected = args.requests * 2 * args.rounds * args.sample_rate
             warmups = max(50, conc * 4) * 2 * args.rounds
-            if not expected <= answers <= expected + warmups:
+            if args.sample_rate == 1.0 and not expected <= answers <= expected + warmups:
                 raise RuntimeError(f"expected {expected} shadow answers (+ warm-up), found {answers}")
             rows.append((conc, {p: {m: statistics.mean(r[m] for r in rs) for m in METRICS} for p, rs in runs.items()},
                          answers, statistics.mean(drains)))
 
         kind = "streamed" if args.stream else "plain"
         print(f"\nShadowing on vs off ({args.requests} {kind} requests per phase, {2 * args.rounds} phases each, "
-              f"{args.chunks}-chunk answers; on = 1 candidate answering every exchange)")
+              f"{args.chunks}-chunk answers; on = 1 candidate answering {args.sample_rate:.0%} of exchanges)")
         print(f"{'conc':>5}{'off rps':>10}{'on rps':>9}{'ratio':>8}{'off p50':>11}{'on p50':>9}{'ratio':>8}"
               f"{'off p99':>11}{'on p99':>9}{'ratio':>8}{'shadow answers':>16}{'drain after phase':>19}")
         for conc, m, answers, drain_s in rows:

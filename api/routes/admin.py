@@ -14,6 +14,8 @@ from api.models import ApiKey, Bot, Exchange
 from api.services import bots as bot_service
 from api.services import exchanges as exchange_service
 from api.services import keys as key_service
+from api.services.knowledge import knowledge_of
+from api.services.policy import policy_of
 
 router = APIRouter(prefix="/api")
 
@@ -29,11 +31,17 @@ class BotOut(BaseModel):
     top_p: float
     max_tokens: int
     live_release_id: str | None
+    knowledge: dict[str, Any]
+    policy: dict[str, Any]
     created_at: datetime
 
     @classmethod
     def of(cls, bot: Bot) -> BotOut:
-        return cls.model_validate(bot, from_attributes=True)
+        out = cls.model_validate(bot, from_attributes=True)
+        # Effective settings: stored values over the documented defaults.
+        out.knowledge = knowledge_of(bot.knowledge).model_dump()
+        out.policy = policy_of(bot.policy).model_dump()
+        return out
 
 
 class KeyCreate(BaseModel):

@@ -94,6 +94,8 @@ def list_bots(session: Session) -> list[Bot]:
 def update_bot(session: Session, slug: str, data: BotUpdate) -> Bot:
     bot = get_bot(session, slug)
     changes: dict[str, Any] = data.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    if "policy" in changes:  # a partial policy changes only the fields it names
+        changes["policy"] = BotPolicy.model_validate({**(bot.policy or {}), **changes["policy"]}).model_dump()
     for field, value in changes.items():
         setattr(bot, field, value)
     session.flush()

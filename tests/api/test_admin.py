@@ -87,3 +87,16 @@ def test_exchanges_are_listed_by_bot_and_conversation(harness: Harness) -> None:
     assert len(harness.client.get("/api/exchanges", headers=admin(harness)).json()) == 2
     one = harness.client.get(f"/api/exchanges/{rows[0]['id']}", headers=admin(harness)).json()
     assert one["messages"] == [{"role": "user", "content": "How do I reset my password?"}]
+
+
+def test_bot_policy_is_validated_and_applied(harness: Harness) -> None:
+    r = harness.client.patch("/api/bots/acme", headers=admin(harness), json={"policy": {"review_sample_rate": 0}})
+    assert r.status_code == 200 and r.json()["policy"]["review_sample_rate"] == 0
+    assert r.json()["policy"]["promote_threshold"] == 0.2  # defaults kept for the rest
+    assert_envelope(harness.client.patch("/api/bots/acme", headers=admin(harness),
+                                         json={"policy": {"review_sample_rate": 3}}), 400)
+    harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth())
+    from api.models import Job
+
+    with harness.client.app.state.runtime.sessions() as session:  # type: ignore[attr-defined]
+        assert session.query(Job).count() == 0  # review sampling off: no review-feed job
