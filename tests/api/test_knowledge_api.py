@@ -230,3 +230,43 @@ def test_cli_ingest_reports_bad_files_and_exits_1(tmp_path: Path, monkeypatch: p
     assert r.exit_code == 0 and "unchanged" in r.output
 
 
+
+
+def test_changing_the_embedding_model_reembeds_as_a_job(tmp_path: Path) -> None:
+    from tests.serving.knowledge.tiny_instructor import build_tiny_instructor
+
+    model_dir = build_tiny_instructor(tmp_path / "tiny-instructor")
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", admin_key=ADMIN,  # type: ignore[call-arg]
+                        create_demo_bot=False)
+    app = create_app(settings, backend=ScriptedBackend())
+    with TestClient(app) as client:
+        client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "re", "name": "Re", "knowledge": {"guard": False}})
+        files = [("files", (p.name, p.read_bytes())) for p in demo_documents()[:2]]
+        assert client.post("/api/bots/re/documents", headers=_auth(ADMIN), files=files).status_code == 200
+        bot_id = doc_id_bot(client, "re")
+        new_spec = f"instructor:{model_dir}"
+        config = client.get("/api/bots/re/knowledge", headers=_auth(ADMIN)).json()
+        r = client.put("/api/bots/re/knowledge", headers=_auth(ADMIN), json={
+            **config, "embedder": new_spec,
+            "document_instruction": "Represent the lamp manual for retrieval:",
+            "query_instruction": "Represent the customer question for retrieving manuals:"})
+        assert r.status_code == 202
+        assert r.json()["knowledge"]["embedder"] is None  # not switched until every document is re-embedded
+        job_url = f"/api/jobs/{r.json()['job']['id']}"
+        deadline = time.monotonic() + 120
+        while (job := client.get(job_url, headers=_auth(ADMIN)).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job["status"] == "succeeded", job
+        assert client.get("/api/bots/re/knowledge", headers=_auth(ADMIN)).json()["embedder"] == new_spec
+        docs = client.get("/api/bots/re/documents", headers=_auth(ADMIN)).json()
+        assert {d["embedder"] for d in docs} == {new_spec}
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        new_base = runtime.knowledge.base(new_spec)
+        old_base = runtime.knowledge.base("minilm")
+        assert new_base.retriever.search(bot_id, "pair a lamp", k=3)  # the new collection answers
+        assert old_base.retriever.search(bot_id, "pair a lamp", k=3) == []  # the old one is gone
+        key = create_key_for(client, "re")
+        r = client.post("/v1/chat/completions", headers=_auth(key),
+                        json={"model": "re", "messages": [{"role": "user", "content": "How do I pair a lamp?"}]})
+        assert r.status_code == 200 and r.json()["citations"]
