@@ -23,6 +23,7 @@ from api.routes import releases, review
 from api.deps import bootstrap_admin_secret
 from api.services.access import AccessCache
 from api.services.chat import ChatService
+from api.services.releases import load_active_adapters
 from api.services.exchange_writer import ExchangeWriter
 from api.settings import Settings, get_settings
 from review_ui import mount_review_ui
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         if settings.should_auto_migrate:
             await run_in_threadpool(upgrade, settings)
         await backend.start()
+        # An upstream that restarted has forgotten the adapters of live and candidate releases.
+        await load_active_adapters(runtime)
         if settings.create_demo_bot:
             def seed() -> None:
                 with transaction(sessions) as session:

@@ -71,8 +71,8 @@ async def main() -> None:
         "SHADOWDESK_CREATE_DEMO_BOT": "false",
         "SHADOWDESK_MAX_TOKENS_LIMIT": "4096",
     }
-    # Review sampling off: this measures the client path alone (bench/shadow.py measures background work).
-    shadowdesk(env, "bots", "create", "bench", "--max-tokens", "64", "--policy", '{"review_sample_rate": 0}')
+    # Review off: this measures the client path alone (bench/shadow.py measures background work).
+    shadowdesk(env, "bots", "create", "bench", "--max-tokens", "64", "--policy", '{"review_enabled": false}')
     key = shadowdesk(env, "keys", "create", "--bot", "bench")
     procs = [
         subprocess.Popen([sys.executable, str(ROOT / "bench" / "stub_upstream.py"), "--port", str(stub_port),

@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from serving.backend import ChatMessage
 from serving.knowledge import ContextBlock, Passage
 
 if TYPE_CHECKING:
@@ -34,6 +35,31 @@ def passage_dict(p: Passage) -> dict[str, Any]:
         "chunk_id": p.chunk_id, "doc_id": p.doc_id, "document": p.source, "title": p.title,
         "heading_path": list(p.heading_path), "page": p.page, "score": round(p.score, 4), "text": p.text,
     }
+
+
+def passage_of(stored: dict[str, Any]) -> Passage:
+    """A passage back from its stored form (`passage_dict`), e.g. to rebuild a prompt later."""
+    return Passage(
+        chunk_id=str(stored.get("chunk_id", "")), doc_id=str(stored.get("doc_id", "")),
+        text=str(stored.get("text", "")), score=float(stored.get("score") or 0.0),
+        source=str(stored.get("document") or stored.get("source") or ""), title=str(stored.get("title") or ""),
+        heading_path=tuple(stored.get("heading_path") or ()), page=stored.get("page"),
+    )
+
+
+def plain_prompt(system_prompt: str, client_messages: list[dict[str, Any]]) -> list[ChatMessage]:
+    """The prompt without passages: the system prompt, then the conversation (`developer` is a system
+    message to the model)."""
+    prompt: list[ChatMessage] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for m in client_messages:
+        role = "system" if m["role"] == "developer" else m["role"]
+        prompt.append({"role": role, "content": str(m["content"])})  # type: ignore[typeddict-item]
+    return prompt
+
+
+def history_of(prompt: list[ChatMessage]) -> list[ChatMessage]:
+    """The conversation before the last question, without system messages."""
+    return [m for m in prompt if m["role"] != "system"][:-1]
 
 
 def retrieval_answer(passages: list[Passage], limit: int = 2) -> str:
@@ -70,7 +96,7 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
     from api.services.knowledge import ground_turn
 
     use_passages = bot.mode in RAG_MODES
-    history = [m for m in turn.prompt if m["role"] != "system"][:-1]
+    history = history_of(turn.prompt)
     grounding = await asyncio.to_thread(
         ground_turn, runtime.knowledge, bot_id=bot.id, config=bot.knowledge, refusal=bot.refusal_message,
         system_prompt=bot.system_prompt, history=history, question=turn.question,

@@ -27,7 +27,7 @@ from api.errors import (
 from api.ids import new_id
 from api.jobs.queue import job_row
 from api.runtime import Runtime
-from api.services.answer_plan import AnswerPlan, plan_answer
+from api.services.answer_plan import AnswerPlan, plain_prompt, plan_answer
 from api.schemas.openai import UNSUPPORTED_PARAMS, ChatCompletionRequest
 from api.services.exchange_writer import ExchangeWriter
 from api.services.exchanges import ExchangeRecord
@@ -137,12 +137,7 @@ def build_turn(
     """Check the key may use the bot and assemble the prompt and parameters (bot defaults + request)."""
     check_allowed(grant, bot)
     client_messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-    prompt: list[ChatMessage] = []
-    if bot.system_prompt:
-        prompt.append({"role": "system", "content": bot.system_prompt})
-    for m in client_messages:
-        role = "system" if m["role"] == "developer" else m["role"]
-        prompt.append({"role": role, "content": m["content"]})  # type: ignore[typeddict-item]
+    prompt = plain_prompt(bot.system_prompt, client_messages)
     max_tokens = req.max_completion_tokens or req.max_tokens or min(bot.max_tokens, settings.max_tokens_limit)
     params = GenerationParams(
         max_tokens=max_tokens,
@@ -465,8 +460,9 @@ def follow_up_jobs(turn: ChatTurn, outcome: Outcome) -> list[dict[str, Any]]:
         from api.services.shadow import shadow_job_rows
 
         return shadow_job_rows(turn.exchange_id, bot.id, bot.policy, bot.candidate_release_ids, _rng)
-    if bot.policy.review_sample_rate <= 0:
+    if not bot.policy.review_enabled:
         return []
+    # Even at a low sample rate the feed must see every answer: priority cases are queued regardless.
     return [job_row("review_feed", {"exchange_id": turn.exchange_id}, bot_id=bot.id)]
 
 

@@ -13,6 +13,7 @@ class BotPolicy(BaseModel):
         1.0, ge=0.0, le=1.0, description="Share of live exchanges each candidate also answers."
     )
     # Review queue
+    review_enabled: bool = Field(True, description="Feed this bot's answers to the review queue at all.")
     review_sample_rate: float = Field(
         1.0, ge=0.0, le=1.0,
         description="Share of answers queued for review at random (1.0: everything). Priority cases "

@@ -30,7 +30,7 @@ from api.jobs.queue import job_row
 from api.jobs.worker import JobContext
 from api.models import Bot, Exchange, Job, Release, ShadowAnswer
 from api.runtime import Runtime
-from api.services.answer_plan import RAG_MODES, retrieval_answer
+from api.services.answer_plan import RAG_MODES, history_of, passage_of, plain_prompt, retrieval_answer
 from api.services.knowledge import knowledge_of
 from api.services.policy import BotPolicy, policy_of
 from api.services.review_feed import (
@@ -40,7 +40,7 @@ from api.services.review_feed import (
     top_retrieval_score,
 )
 from serving.backend import ChatMessage, GenerationParams
-from serving.knowledge import Passage, build_context, grounded_messages
+from serving.knowledge import build_context, grounded_messages
 
 log = logging.getLogger(__name__)
 
@@ -118,27 +118,12 @@ def candidate_prompt(release: Release, bot: Bot, exchange: Exchange) -> list[Cha
     """The prompt the candidate would have been given for this exchange: its system prompt (or the
     bot's), the same conversation, and, for RAG modes, the same passages the live answer got."""
     system_prompt = release.system_prompt if release.system_prompt is not None else bot.system_prompt
-    messages: list[ChatMessage] = [
-        {"role": "system" if m["role"] == "developer" else m["role"], "content": str(m["content"])}
-        for m in exchange.messages
-    ]
+    prompt = plain_prompt(system_prompt, exchange.messages)
     if release.mode in RAG_MODES and exchange.passages:
         config = knowledge_of(bot.knowledge)
         context = build_context([passage_of(p) for p in exchange.passages], max_chars=config.max_context_chars)
-        history = [m for m in messages if m["role"] != "system"][:-1]
-        return grounded_messages(system_prompt, question_of(exchange.messages), context, history)
-    head: list[ChatMessage] = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return head + messages
-
-
-def passage_of(stored: dict[str, Any]) -> Passage:
-    """A passage back from its stored form (`answer_plan.passage_dict`)."""
-    return Passage(
-        chunk_id=str(stored.get("chunk_id", "")), doc_id=str(stored.get("doc_id", "")),
-        text=str(stored.get("text", "")), score=float(stored.get("score") or 0.0),
-        source=str(stored.get("document") or stored.get("source") or ""), title=str(stored.get("title") or ""),
-        heading_path=tuple(stored.get("heading_path") or ()), page=stored.get("page"),
-    )
+        return grounded_messages(system_prompt, question_of(exchange.messages), context, history_of(prompt))
+    return prompt
 
 
 def _load_task(sessions: sessionmaker[Session], ctx: JobContext) -> ShadowTask | dict[str, Any]:

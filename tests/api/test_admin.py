@@ -90,8 +90,8 @@ def test_exchanges_are_listed_by_bot_and_conversation(harness: Harness) -> None:
 
 
 def test_bot_policy_is_validated_and_applied(harness: Harness) -> None:
-    r = harness.client.patch("/api/bots/acme", headers=admin(harness), json={"policy": {"review_sample_rate": 0}})
-    assert r.status_code == 200 and r.json()["policy"]["review_sample_rate"] == 0
+    r = harness.client.patch("/api/bots/acme", headers=admin(harness), json={"policy": {"review_enabled": False}})
+    assert r.status_code == 200 and r.json()["policy"]["review_enabled"] is False
     assert r.json()["policy"]["promote_threshold"] == 0.2  # defaults kept for the rest
     assert_envelope(harness.client.patch("/api/bots/acme", headers=admin(harness),
                                          json={"policy": {"review_sample_rate": 3}}), 400)
@@ -99,4 +99,4 @@ def test_bot_policy_is_validated_and_applied(harness: Harness) -> None:
     from api.models import Job
 
     with harness.client.app.state.runtime.sessions() as session:  # type: ignore[attr-defined]
-        assert session.query(Job).count() == 0  # review sampling off: no review-feed job
+        assert session.query(Job).count() == 0  # review off: no review-feed job
