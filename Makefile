@@ -25,5 +25,9 @@ serve: install
 test: install
 	$(PY) -m pytest
 
+check: install
+	$(VENV)/bin/ruff check api serving training review_ui tests bench
+	$(PY) -m pytest
+
 bench: install
 	$(PY) bench/gateway.py && $(PY) bench/batching.py

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,18 +12,17 @@ from starlette.concurrency import run_in_threadpool
 from api.backends import build_backend
 from api.db import make_engine, make_session_factory, transaction
 from api.demo import ensure_demo_bot, ingest_demo_documents
+from api.deps import bootstrap_admin_secret
 from api.errors import install_error_handlers
 from api.jobs.handlers import bind as bind_handlers
-from api.jobs.worker import Worker
-from api.runtime import Runtime
+from api.jobs.worker import WorkerPool
 from api.migrate import upgrade
-from api.routes import admin, chat, feedback, health, knowledge, models
-from api.routes import releases, review
-from api.deps import bootstrap_admin_secret
+from api.routes import admin, chat, feedback, health, knowledge, models, releases, review
+from api.runtime import Runtime
 from api.services.access import AccessCache
 from api.services.chat import ChatService
-from api.services.releases import load_active_adapters
 from api.services.exchange_writer import ExchangeWriter
+from api.services.releases import load_active_adapters
 from api.settings import Settings, get_settings
 from review_ui import mount_review_ui
 from serving.backend import Backend
@@ -57,16 +55,16 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                     ingest_demo_documents(runtime, created)
             await run_in_threadpool(seed)
         writer.start()
-        worker_task = None
         if settings.run_worker:
-            runtime.worker = Worker(sessions, bind_handlers(runtime), lease_s=settings.job_lease_s)
-            worker_task = asyncio.create_task(runtime.worker.run())
+            runtime.worker = WorkerPool(sessions, bind_handlers(runtime), lease_s=settings.job_lease_s,
+                                        shadow_lanes=settings.shadow_concurrency)
+            runtime.worker.start()
         try:
             yield
         finally:
-            if runtime.worker is not None and worker_task is not None:
+            if runtime.worker is not None:
                 runtime.worker.stop()
-                await asyncio.wait([worker_task], timeout=30)
+                await runtime.worker.wait_stopped(timeout=30)
             await backend.close()
             writer.stop()
             engine.dispose()

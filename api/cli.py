@@ -91,7 +91,7 @@ def worker(
 
     from api.backends import build_backend
     from api.jobs.handlers import bind
-    from api.jobs.worker import Worker
+    from api.jobs.worker import WorkerPool
     from api.runtime import Runtime
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,11 +109,12 @@ def worker(
                 err.print(f"[red]Unknown job kind(s): {', '.join(sorted(unknown))}[/red]")
                 raise typer.Exit(2)
             handlers = {k: v for k, v in handlers.items() if k in kinds}
-        runtime.worker = Worker(sessions, handlers, lease_s=settings.job_lease_s)
+        runtime.worker = WorkerPool(sessions, handlers, lease_s=settings.job_lease_s,
+                                    shadow_lanes=settings.shadow_concurrency)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.worker.stop)
-        err.print(f"worker {runtime.worker.worker_id} running: {', '.join(sorted(handlers))}")
+        err.print(f"worker running: {', '.join(runtime.worker.kinds)}")
         try:
             await runtime.worker.run()
         finally:

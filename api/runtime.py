@@ -16,7 +16,7 @@ from api.settings import Settings
 from serving.backend import Backend
 
 if TYPE_CHECKING:
-    from api.jobs.worker import Worker
+    from api.jobs.worker import WorkerPool
     from api.services.access import AccessCache
     from api.services.annotations import AnnotationIndex
     from api.services.knowledge import KnowledgeHub
@@ -31,7 +31,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     backend: Backend
     metrics: Metrics = field(default_factory=Metrics)
-    worker: Worker | None = None
+    worker: WorkerPool | None = None
     access: AccessCache | None = None
     _knowledge: KnowledgeHub | None = None
     _annotations: AnnotationIndex | None = None

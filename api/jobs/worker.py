@@ -144,3 +144,46 @@ class Worker:
     def _fail(self, job_id: str, error: str) -> str | None:
         with transaction(self.sessions) as session:
             return queue.fail(session, job_id, self.worker_id, error)
+
+
+class WorkerPool:
+    """Several workers, one per lane of job kinds, so that one kind never waits behind another:
+    an ingest job does not queue behind a backlog of shadow answers, and `shadow_lanes` shadow
+    answers can run at once."""
+
+    def __init__(self, sessions: sessionmaker[Session], handlers: dict[str, Handler], *, lease_s: float,
+                 shadow_lanes: int = 1) -> None:
+        lanes: list[list[str]] = []
+        if "shadow" in handlers:
+            lanes += [["shadow"]] * max(1, shadow_lanes)
+        if "review_feed" in handlers:
+            lanes.append(["review_feed"])
+        rest = [kind for kind in handlers if kind not in ("shadow", "review_feed")]
+        if rest:
+            lanes.append(rest)
+        self.workers = [Worker(sessions, {k: handlers[k] for k in lane}, lease_s=lease_s) for lane in lanes]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({kind for w in self.workers for kind in w.handlers})
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(w.run()) for w in self.workers]
+
+    async def run(self) -> None:
+        """Run every lane until `stop()`."""
+        self.start()
+        await asyncio.gather(*self._tasks)
+
+    def notify(self) -> None:
+        for w in self.workers:
+            w.notify()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    async def wait_stopped(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)

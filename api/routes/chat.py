@@ -10,14 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-
 from starlette.datastructures import State
 
 from api.deps import bearer_token
 from api.errors import InvalidRequest
 from api.schemas.openai import ChatCompletionRequest
-from api.services.chat import ChatService, ChatTurn, build_turn, validate_request
 from api.services.access import AccessCache
+from api.services.chat import ChatService, ChatTurn, build_turn, validate_request
 from api.services.keys import require_secret
 
 router = APIRouter()

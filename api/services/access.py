@@ -19,9 +19,9 @@ from api.db import transaction
 from api.errors import AuthenticationFailed, PermissionDenied
 from api.models import ApiKey, Bot, Release
 from api.services.bots import get_bot
+from api.services.keys import authenticate, hash_secret, require_secret
 from api.services.knowledge import KnowledgeConfig, count_documents, knowledge_of
 from api.services.policy import BotPolicy, policy_of
-from api.services.keys import authenticate, hash_secret, require_secret
 
 
 @dataclass(frozen=True)

@@ -12,26 +12,25 @@ import json
 import logging
 import random
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from api.errors import (
     ApiError,
     InvalidRequest,
-    PermissionDenied,
     UpstreamFailed,
     UpstreamTimeout,
 )
 from api.ids import new_id
 from api.jobs.queue import job_row
 from api.runtime import Runtime
-from api.services.answer_plan import AnswerPlan, plain_prompt, plan_answer
 from api.schemas.openai import UNSUPPORTED_PARAMS, ChatCompletionRequest
+from api.services.access import BotConfig, KeyGrant, check_allowed
+from api.services.answer_plan import AnswerPlan, plain_prompt, plan_answer
 from api.services.exchange_writer import ExchangeWriter
 from api.services.exchanges import ExchangeRecord
-from api.services.access import BotConfig, KeyGrant, check_allowed
 from api.settings import Settings
 from serving.backend import (
     BackendError,

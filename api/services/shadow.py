@@ -30,7 +30,13 @@ from api.jobs.queue import job_row
 from api.jobs.worker import JobContext
 from api.models import Bot, Exchange, Job, Release, ShadowAnswer
 from api.runtime import Runtime
-from api.services.answer_plan import RAG_MODES, history_of, passage_of, plain_prompt, retrieval_answer
+from api.services.answer_plan import (
+    RAG_MODES,
+    history_of,
+    passage_of,
+    plain_prompt,
+    retrieval_answer,
+)
 from api.services.knowledge import knowledge_of
 from api.services.policy import BotPolicy, policy_of
 from api.services.review_feed import (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from api.services.keys import hash_secret
-from api.models import ApiKey
-from api.db import transaction
 from sqlalchemy import select
 
+from api.db import transaction
+from api.models import ApiKey
+from api.services.keys import hash_secret
 from tests.api.conftest import Harness, chat_body
 from tests.api.test_chat import assert_envelope
 

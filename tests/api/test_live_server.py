@@ -18,7 +18,8 @@ from api.models import Exchange
 from api.services.bots import BotCreate, create_bot
 from api.services.keys import create_key
 from api.settings import Settings
-from bench.stub_upstream import answer_chunks, create_app as create_stub
+from bench.stub_upstream import answer_chunks
+from bench.stub_upstream import create_app as create_stub
 from tests.fakes import ScriptedBackend
 from tests.serving.stub_server import serve_app
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from alembic import command
 from sqlalchemy import create_engine, inspect
 
 from api.db import Base
