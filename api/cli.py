@@ -485,23 +485,22 @@ async def _chat_local(slug: str) -> None:
 
 
 async def _print_stream(service, turn) -> str:  # type: ignore[no-untyped-def]
-    import json
-
     sys.stdout.write(f"{turn.bot_slug}> ")
     parts: list[str] = []
     async for raw in await service.open_stream(turn):
-        data = raw.decode()[6:].strip()
-        if data == "[DONE]":
-            break
-        payload = json.loads(data)
-        if "error" in payload:
-            err.print(f"\n[red]{payload['error']['message']}[/red]")
-            break
-        for choice in payload.get("choices", []):
-            text = choice["delta"].get("content") or ""
-            parts.append(text)
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        for block in raw.decode().split("\n\n"):
+            data = block.removeprefix("data: ").strip()
+            if not data or data == "[DONE]":
+                continue
+            payload = json.loads(data)
+            if "error" in payload:
+                err.print(f"\n[red]{payload['error']['message']}[/red]")
+                continue
+            for choice in payload.get("choices", []):
+                text = choice["delta"].get("content") or ""
+                parts.append(text)
+                sys.stdout.write(text)
+                sys.stdout.flush()
     sys.stdout.write("\n")
     return "".join(parts)
 
