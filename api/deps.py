@@ -9,15 +9,10 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.errors import PermissionDenied
-from api.metrics import Metrics
 from api.models import ApiKey
-from api.services.chat import ChatService
+from api.runtime import Runtime
 from api.services.keys import authenticate
 from api.settings import Settings
-
-
-async def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -34,7 +29,6 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
@@ -59,14 +53,8 @@ def admin_key(key: CurrentKey) -> ApiKey:
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
-# async: a plain `def` dependency would cost a thread-pool hop on every chat request.
-async def get_chat_service(request: Request) -> ChatService:
-    return request.app.state.chat
+async def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
 
 
-async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends, Request
-
-from api.deps import AdminKey, SessionDep
+from api.deps import AdminKey, RuntimeDep, SessionDep
 from api.models import ApiKey
-from api.runtime import Runtime
 from api.services import releases as service
 from api.services.audit import NamedActor
 from api.services.releases import AliasMove, ReleaseCreate, ReleaseView
 
 router = APIRouter(prefix="/api/bots/{slug}/releases", tags=["releases"])
-
-
-async def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 def _actor(key: ApiKey) -> NamedActor:

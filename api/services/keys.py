@@ -76,10 +76,6 @@ def authenticate(
     return key
 
 
-def key_allows_bot(key: ApiKey, bot_id: str) -> bool:
-    return key.is_admin or any(b.id == bot_id for b in key.bots)
-
-
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
