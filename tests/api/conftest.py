@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,9 +96,10 @@ class Harness:
         return {"Authorization": f"Bearer {key or self.key}"}
 
 
-@pytest.fixture
-def harness(settings: Settings) -> Iterator[Harness]:
-    backend = ScriptedBackend()
+@contextmanager
+def harness_with(settings: Settings, backend: ScriptedBackend) -> Iterator[Harness]:
+    """The app with bots acme, globex and initech and two keys (acme + initech; globex), on a backend of
+    the test's choosing."""
     app = create_app(settings, backend=backend)
     with TestClient(app) as client:
         with transaction(app.state.sessions) as session:
@@ -108,6 +110,12 @@ def harness(settings: Settings) -> Iterator[Harness]:
             _, key = create_key(session, bots=[acme, initech], name="acme key")
             _, other = create_key(session, bots=[globex], name="globex key")
         yield Harness(client, backend, settings, key, other)
+
+
+@pytest.fixture
+def harness(settings: Settings) -> Iterator[Harness]:
+    with harness_with(settings, ScriptedBackend()) as h:
+        yield h
 
 
 def chat_body(content: str = "How do I reset my password?", **extra: object) -> dict[str, object]:

@@ -7,24 +7,20 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.app import create_app
 from api.cli import app as cli
 from api.db import transaction
 from api.errors import Conflict
 from api.models import AuditEntry, Bot, Exchange, Release
 from api.services.audit import CLI_ACTOR
-from api.services.bots import BotCreate, create_bot, get_bot
-from api.services.keys import create_key
+from api.services.bots import get_bot
 from api.services.releases import load_active_adapters, promote
 from api.settings import Settings
 from bench.stub_upstream import create_app as create_stub
@@ -36,7 +32,7 @@ from serving.backend import (
     StreamEvent,
     TextDelta,
 )
-from tests.api.conftest import Harness, chat_body
+from tests.api.conftest import Harness, chat_body, harness_with
 from tests.api.test_chat import assert_envelope
 from tests.fakes import ScriptedBackend
 from tests.serving.stub_server import serve_app
@@ -86,19 +82,6 @@ class CandidateBackend(ScriptedBackend):
         yield Finished("stop", sum(len(m["content"].split()) for m in messages), len(words))
 
 
-@contextmanager
-def harness_with(settings: Settings, backend: ScriptedBackend) -> Iterator[Harness]:
-    """The conftest harness (bots acme + globex, their keys), on a backend of the test's choosing."""
-    app = create_app(settings, backend=backend)
-    with TestClient(app) as client:
-        with transaction(app.state.sessions) as session:
-            acme = create_bot(session, BotCreate(slug="acme", name="Acme", system_prompt="You are Acme's bot."),
-                              base_model="scripted-model")
-            globex = create_bot(session, BotCreate(slug="globex", name="Globex"), base_model="scripted-model")
-            initech = create_bot(session, BotCreate(slug="initech", name="Initech"), base_model="scripted-model")
-            _, key = create_key(session, bots=[acme, initech], name="acme key")
-            _, other = create_key(session, bots=[globex], name="globex key")
-        yield Harness(client, backend, settings, key, other)
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from api.services.policy import BotPolicy
 from api.services.shadow import run_shadow_job, shadow_job_rows
 from api.settings import Settings
 from serving.knowledge import Passage, build_context, grounded_messages
-from tests.api.conftest import Harness, chat_body
-from tests.api.test_releases import CandidateBackend, admin, harness_with, new_release
+from tests.api.conftest import Harness, chat_body, harness_with
+from tests.api.test_releases import CandidateBackend, admin, new_release
 
 T = TypeVar("T")
 LIVE_WORDS = ["Reset", " it", " from", " the", " account", " page", "."]
