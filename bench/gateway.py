@@ -53,6 +53,39 @@ def shadowdesk(env: dict[str, str], *args: str) -> str:
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
+def stack_env(data_dir: str, stub_port: int, **extra: str) -> dict[str, str]:
+    """Environment of a `shadowdesk` in front of the stub upstream, on SQLite in `data_dir`."""
+    env = {
+        **os.environ,
+        "SHADOWDESK_DATA_DIR": data_dir,
+        "SHADOWDESK_BACKEND": "openai",
+        "SHADOWDESK_UPSTREAM_URL": f"http://127.0.0.1:{stub_port}/v1",
+        "SHADOWDESK_MODEL": "stub-model",
+        "SHADOWDESK_CREATE_DEMO_BOT": "false",
+        "SHADOWDESK_MAX_TOKENS_LIMIT": "4096",
+        **extra,
+    }
+    env.pop("SHADOWDESK_DATABASE_URL", None)
+    return env
+
+
+def start_stack(env: dict[str, str], stub_port: int, gw_port: int, chunks: int) -> list[subprocess.Popen[bytes]]:
+    """Start the stub upstream and `shadowdesk serve` as separate processes."""
+    return [
+        subprocess.Popen([sys.executable, str(ROOT / "bench" / "stub_upstream.py"), "--port", str(stub_port),
+                          "--chunks", str(chunks)], cwd=ROOT),
+        subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(gw_port), "--log-level", "warning",
+                          "--no-access-log"], env=env, cwd=ROOT),
+    ]
+
+
+def stop_stack(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(10)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Gateway overhead vs direct upstream.")
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
@@ -62,24 +95,11 @@ async def main() -> None:
 
     data_dir = tempfile.mkdtemp(prefix="shadowdesk-bench-")
     stub_port, gw_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SHADOWDESK_DATA_DIR": data_dir,
-        "SHADOWDESK_BACKEND": "openai",
-        "SHADOWDESK_UPSTREAM_URL": f"http://127.0.0.1:{stub_port}/v1",
-        "SHADOWDESK_MODEL": "stub-model",
-        "SHADOWDESK_CREATE_DEMO_BOT": "false",
-        "SHADOWDESK_MAX_TOKENS_LIMIT": "4096",
-    }
+    env = stack_env(data_dir, stub_port)
     # Review off: this measures the client path alone (bench/shadow.py measures background work).
     shadowdesk(env, "bots", "create", "bench", "--max-tokens", "64", "--policy", '{"review_enabled": false}')
     key = shadowdesk(env, "keys", "create", "--bot", "bench")
-    procs = [
-        subprocess.Popen([sys.executable, str(ROOT / "bench" / "stub_upstream.py"), "--port", str(stub_port),
-                          "--chunks", str(args.chunks)], cwd=ROOT),
-        subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(gw_port), "--log-level", "warning",
-                          "--no-access-log"], env=env, cwd=ROOT),
-    ]
+    procs = start_stack(env, stub_port, gw_port, args.chunks)
     try:
         await wait_ready(f"http://127.0.0.1:{stub_port}/v1/models")
         await wait_ready(f"http://127.0.0.1:{gw_port}/readyz")
@@ -105,10 +125,7 @@ async def main() -> None:
         print("goal: added p50 <= 1 ms and p99 <= 5 ms (at 1 concurrent; at 32 the 2 cores are shared by "
               "three processes, so the added time there is mostly queueing)")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
+        stop_stack(procs)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import asyncio
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from sqlalchemy import func, select
 from api.db import make_engine
 from api.models import Job, ShadowAnswer
 from api.settings import Settings
-from bench.gateway import free_port, shadowdesk, wait_ready
+from bench.gateway import free_port, shadowdesk, stack_env, start_stack, stop_stack, wait_ready
 from bench.loadgen import run_load
 
 METRICS = ("rps", "p50_ms", "p99_ms")
@@ -86,33 +85,19 @@ async def main() -> None:
     data_dir = tempfile.mkdtemp(prefix="shadowdesk-bench-shadow-")
     stub_port, gw_port = free_port(), free_port()
     admin_key = secrets.token_urlsafe(24)
-    env = {
-        **os.environ,
-        "SHADOWDESK_DATA_DIR": data_dir,
-        "SHADOWDESK_BACKEND": "openai",
-        "SHADOWDESK_UPSTREAM_URL": f"http://127.0.0.1:{stub_port}/v1",
-        "SHADOWDESK_MODEL": "stub-model",
-        "SHADOWDESK_CREATE_DEMO_BOT": "false",
-        "SHADOWDESK_MAX_TOKENS_LIMIT": "4096",
-        "SHADOWDESK_ADMIN_KEY": admin_key,
-    }
-    env.pop("SHADOWDESK_DATABASE_URL", None)
+    env = stack_env(data_dir, stub_port, SHADOWDESK_ADMIN_KEY=admin_key)
     for slug in ("bench-off", "bench-on"):
         shadowdesk(env, "bots", "create", slug, "--max-tokens", "64")
     key = shadowdesk(env, "keys", "create", "--bot", "bench-off", "--bot", "bench-on")
     engine = make_engine(Settings(_env_file=None, data_dir=Path(data_dir)))  # type: ignore[call-arg]
-    procs = [
-        subprocess.Popen([sys.executable, str(ROOT / "bench" / "stub_upstream.py"), "--port", str(stub_port),
-                          "--chunks", str(args.chunks)], cwd=ROOT),
-        subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(gw_port), "--log-level", "warning",
-                          "--no-access-log"], env=env, cwd=ROOT),
-    ]
+    procs = start_stack(env, stub_port, gw_port, args.chunks)
     try:
         await wait_ready(f"http://127.0.0.1:{stub_port}/v1/models")
         base = f"http://127.0.0.1:{gw_port}"
         await wait_ready(base + "/readyz")
         for slug in ("bench-off", "bench-on"):
-            policy = {"shadow_sample_rate": args.sample_rate, "review_sample_rate": 0.0}
+            # Review off on both bots: the comparison isolates shadow work.
+            policy = {"shadow_sample_rate": args.sample_rate, "review_enabled": False}
             await admin_call(base, admin_key, "PATCH", f"/api/bots/{slug}", {"policy": policy})
         await admin_call(base, admin_key, "POST", "/api/bots/bench-on/releases", {
             "adapter": "bench-candidate-v2", "adapter_path": "/adapters/bench-v2", "mode": "adapter",
@@ -155,10 +140,7 @@ async def main() -> None:
             print(f"warning: the 1-minute load average was {load_before:.1f} before the run: other processes were "
                   "using the CPU, so these numbers are not reliable")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
+        stop_stack(procs)
         engine.dispose()
 
 
