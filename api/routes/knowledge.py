@@ -3,10 +3,7 @@ job), list and delete them, change retrieval settings; job status."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, UploadFile
@@ -68,50 +65,23 @@ async def upload_documents(
 ) -> JSONResponse:
     """Multipart upload (field `files`, repeatable). Each file succeeds or fails on its own."""
     runtime: Runtime = request.app.state.runtime
-    settings = runtime.settings
-
-    def find_bot() -> str:
-        with transaction(runtime.sessions) as session:
-            return bot_service.get_bot(session, slug).id
-
-    bot_id = await run_in_threadpool(find_bot)
     if not files:
         raise InvalidRequest("Send at least one file in the multipart field 'files'.", param="files")
-    upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads(settings.data_dir)))
-    rejected: list[dict[str, Any]] = []
-    sources: list[kb_service.IngestSource] = []
-    total = 0
-    for i, upload in enumerate(files):
-        name = Path(upload.filename or f"upload-{i}").name
-        size = upload.size if upload.size is not None else 0
-        if size > settings.max_document_bytes:
-            rejected.append({"source": name, "status": "error", "reason": "too_large",
-                             "message": f"{size} bytes; the limit is {settings.max_document_bytes}"})
-            continue
-        target = upload_dir / f"{i:04d}" / name
-        target.parent.mkdir()
-        with target.open("wb") as out:
-            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
-        total += target.stat().st_size
-        sources.append(kb_service.IngestSource(target, name))
-    if total > settings.sync_ingest_bytes:
-        def enqueue() -> Job:
-            with transaction(runtime.sessions) as session:
-                return queue.enqueue(session, "ingest", {
-                    "files": [{"path": str(s.path), "source": s.source} for s in sources],
-                    "force": force, "upload_dir": str(upload_dir), "rejected": rejected,
-                }, bot_id=bot_id)
-        job = await run_in_threadpool(enqueue)
+
+    def accept() -> kb_service.UploadOutcome:
+        with transaction(runtime.sessions) as session:
+            bot_id = bot_service.get_bot(session, slug).id
+        return kb_service.accept_uploads(
+            lambda: runtime.knowledge, runtime.sessions, runtime.settings, bot_id,
+            [(f.filename, f.size, f.file) for f in files], force=force)
+
+    outcome = await run_in_threadpool(accept)
+    if outcome.job is not None:
         runtime.notify_worker()
-        return JSONResponse({"job": JobOut.of(job).model_dump(mode="json"), "rejected": rejected}, status_code=202,
-                            headers={"Location": f"/api/jobs/{job.id}"})
-    try:
-        results = await run_in_threadpool(
-            kb_service.ingest_sources, runtime.knowledge, runtime.sessions, bot_id, sources, force=force)
-    finally:
-        shutil.rmtree(upload_dir, ignore_errors=True)
+        return JSONResponse({"job": JobOut.of(outcome.job).model_dump(mode="json"), "rejected": outcome.rejected},
+                            status_code=202, headers={"Location": f"/api/jobs/{outcome.job.id}"})
     runtime.notify_access_changed()  # the bot may now have documents
-    body = [kb_service.result_dict(r) for r in results] + rejected
+    body = outcome.results or []
     ok = sum(r["status"] != "error" for r in body)
     return JSONResponse({"results": body, "ingested": ok, "failed": len(body) - ok},
                         status_code=200 if ok or not body else 422)
@@ -177,10 +147,6 @@ def list_jobs(_: AdminKey, session: SessionDep, bot: str | None = None, kind: st
     return [JobOut.of(j) for j in queue.list_jobs(session, bot_id=bot_id, kind=kind)]
 
 
-def _uploads(data_dir: Path) -> Path:
-    path = data_dir / "uploads"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
-from api.models import Exchange
+from api.jobs.queue import enqueue
+from api.models import ApiKey, Exchange
 
 
 @dataclass
@@ -63,3 +64,15 @@ def get_exchange(session: Session, exchange_id: str) -> Exchange:
     if row is None:
         raise NotFound(f"No exchange with id '{exchange_id}'.", param="exchange_id")
     return row
+
+
+def record_feedback(session: Session, key: ApiKey, exchange_id: str, rating: Literal["up", "down"]) -> Exchange:
+    """Store a client's thumbs-up/down. A thumbs-down queues the answer for review (a priority).
+    Another bot's exchange looks exactly like a missing one: nothing leaks across tenants."""
+    exchange = session.get(Exchange, exchange_id)
+    if exchange is None or not (key.is_admin or any(b.id == exchange.bot_id for b in key.bots)):
+        raise NotFound(f"No exchange with id '{exchange_id}'.", param="exchange_id")
+    exchange.feedback = 1 if rating == "up" else -1
+    if rating == "down":
+        enqueue(session, "review_feed", {"exchange_id": exchange_id}, bot_id=exchange.bot_id)
+    return exchange

@@ -8,20 +8,22 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from api.db import transaction
-from api.errors import InvalidRequest, NotFound, Unavailable
-from api.models import Bot, Document
+from api.errors import NotFound, Unavailable
+from api.jobs.queue import enqueue
+from api.models import Bot, Document, Job
 from api.settings import Settings
 from serving.backend import ChatMessage
 from serving.knowledge import (
@@ -238,6 +240,59 @@ def result_dict(result: IngestResult) -> dict[str, Any]:
     }
 
 
+@dataclass
+class UploadOutcome:
+    """Uploaded files either ingested before the reply (`results`) or handed to a job (`job`);
+    `rejected` lists files refused before parsing (too large)."""
+
+    rejected: list[dict[str, Any]]
+    results: list[dict[str, Any]] | None = None
+    job: Job | None = None
+
+
+def accept_uploads(
+    hub_of: Callable[[], KnowledgeHub],
+    sessions: Any,
+    settings: Settings,
+    bot_id: str,
+    uploads: Sequence[tuple[str | None, int | None, BinaryIO]],
+    *,
+    force: bool = False,
+) -> UploadOutcome:
+    """Stage (filename, size, stream) uploads on disk, then ingest them now when small, or enqueue an
+    `ingest` job (which removes the staged files when done). Blocking: call from a thread."""
+    staging = settings.data_dir / "uploads"
+    staging.mkdir(parents=True, exist_ok=True)
+    upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=staging))
+    rejected: list[dict[str, Any]] = []
+    sources: list[IngestSource] = []
+    total = 0
+    for i, (filename, size, stream) in enumerate(uploads):
+        name = Path(filename or f"upload-{i}").name
+        if (size or 0) > settings.max_document_bytes:
+            rejected.append({"source": name, "status": "error", "reason": "too_large",
+                             "message": f"{size} bytes; the limit is {settings.max_document_bytes}"})
+            continue
+        target = upload_dir / f"{i:04d}" / name
+        target.parent.mkdir()
+        with target.open("wb") as out:
+            shutil.copyfileobj(stream, out)
+        total += target.stat().st_size
+        sources.append(IngestSource(target, name))
+    if total > settings.sync_ingest_bytes:
+        with transaction(sessions) as session:
+            job = enqueue(session, "ingest", {
+                "files": [{"path": str(src.path), "source": src.source} for src in sources],
+                "force": force, "upload_dir": str(upload_dir), "rejected": rejected,
+            }, bot_id=bot_id)
+        return UploadOutcome(rejected, job=job)
+    try:
+        results = ingest_sources(hub_of(), sessions, bot_id, sources, force=force)
+    finally:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+    return UploadOutcome(rejected, results=[result_dict(r) for r in results] + rejected)
+
+
 # -- jobs -----------------------------------------------------------------------------------------
 
 def run_ingest_job(ctx: Any, runtime: Any) -> dict[str, Any]:
@@ -352,10 +407,3 @@ def ground_turn(
     elif use_passages:
         grounding.flags.append("no_passages")
     return grounding
-
-
-def ensure_upload_ok(name: str, size: int, settings: Settings) -> None:
-    if size > settings.max_document_bytes:
-        raise InvalidRequest(
-            f"'{name}' is {size} bytes; the limit is {settings.max_document_bytes}.", param="files", code="file_too_large"
-        )
