@@ -26,8 +26,8 @@ class ChunkingConfig:
     """How documents are cut. `size` and `overlap` are counted in `unit` (characters, or tokens of
     the embedder's tokenizer, which keeps chunks within the model's input limit)."""
 
-    size: int = 900
-    overlap: int = 120
+    size: int = 600
+    overlap: int = 80
     unit: Literal["chars", "tokens"] = "chars"
 
     def __post_init__(self) -> None:

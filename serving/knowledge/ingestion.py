@@ -17,17 +17,18 @@ from typing import Literal
 
 from serving.knowledge.chunking import Chunk, heading_path_json
 from serving.knowledge.embedders import Embedder
-from serving.knowledge.parsers import DocumentError, ParsedDocument
+from serving.knowledge.parsers import SKIP_REASONS, DocumentError, ParsedDocument
 from serving.knowledge.store import BotIndex, MetadataValue, StoredChunk, StoreError
 
 log = logging.getLogger(__name__)
 
-IngestStatus = Literal["ingested", "unchanged", "error"]
+IngestStatus = Literal["ingested", "unchanged", "skipped", "error"]
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """The outcome for one file. On error, `reason` is a `DocumentError` code or one of
+    """The outcome for one file. "skipped" files had nothing to index (`reason` says why, e.g.
+    "navigation_only"). On error, `reason` is a `DocumentError` code or one of
     "embedding_failed", "store_failed", "index_mismatch", "parse_failed", "duplicate"; the bot's
     index then still holds the document's previous version (if any), untouched."""
 
@@ -51,7 +52,8 @@ class IngestResult:
 
     @property
     def ok(self) -> bool:
-        return self.status != "error"
+        """The document is in the index (now or already)."""
+        return self.status in ("ingested", "unchanged")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,11 @@ def _stage(
         document = source.parse()
         chunks = chunk(document, source.doc_id)
     except DocumentError as exc:
+        if exc.reason in SKIP_REASONS:
+            seconds = time.perf_counter() - started
+            return IngestResult(
+                source.name, "skipped", reason=exc.reason, message=exc.message, seconds=seconds
+            )
         return _failed(source.name, exc.reason, exc.message, time.perf_counter() - started)
     except Exception as exc:
         log.exception("parser crashed on %s", source.name)

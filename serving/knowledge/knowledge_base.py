@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +76,32 @@ class KnowledgeBase:
     ) -> list[IngestResult]:
         """Ingest files from disk, one result each: a bad file is reported, the others go in.
         A document is named by its file name, which also decides its identity (see `document_id`)."""
-        sources = [self._from_path(Path(p), Path(p).name, None) for p in paths]
-        return self._ingest(bot, sources, instructions, force)
+        return self.ingest_paths(
+            bot, [(p, Path(p).name) for p in paths], instructions=instructions, force=force
+        )
+
+    def ingest_paths(
+        self,
+        bot: str,
+        items: Iterable[tuple[str | Path, str]],
+        *,
+        instructions: Instructions = Instructions(),
+        force: bool = False,
+        on_result: Callable[[IngestResult], None] | None = None,
+        batch_files: int = 32,
+    ) -> list[IngestResult]:
+        """Ingest (path, document name) pairs, `batch_files` files per encoder pass (one file at a
+        time leaves the encoder's batches half empty); `on_result` hears of each file as its batch
+        completes."""
+        results: list[IngestResult] = []
+        pending = [self._from_path(Path(path), name, None) for path, name in items]
+        for start in range(0, len(pending), max(1, batch_files)):
+            batch = self._ingest(bot, pending[start : start + batch_files], instructions, force)
+            for result in batch:
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        return results
 
     def ingest_file(
         self,
@@ -141,13 +165,17 @@ class KnowledgeBase:
         """Remove a document's chunks; returns how many were removed (0 if it was unknown)."""
         with self._lock(bot):
             index = self._index(bot, create=False)
-            return index.delete_document(doc_id) if index is not None else 0
+            removed = index.delete_document(doc_id) if index is not None else 0
+        self.retriever.invalidate(bot)
+        return removed
 
     def drop_bot(self, bot: str) -> bool:
         """Delete the bot's whole index for this embedder (e.g. to change its document
         instruction, then re-ingest)."""
         with self._lock(bot):
-            return self.store.drop_index(bot, self.embedder.model_id)
+            dropped = self.store.drop_index(bot, self.embedder.model_id)
+        self.retriever.invalidate(bot)
+        return dropped
 
     def chunk(self, document: ParsedDocument, doc_id: str) -> list[Chunk]:
         """Chunks of a parsed document under this knowledge base's chunking config."""
@@ -177,15 +205,18 @@ class KnowledgeBase:
                     IngestResult(s.name, "error", reason="store_failed", message=message)
                     for s in sources
                 ]
-            return ingest_batch(
-                index,
-                self.embedder,
-                sources,
-                chunk=self.chunk,
-                chunking_signature=self.chunking.signature,
-                document_instruction=doc_instruction,
-                force=force,
-            )
+            try:
+                return ingest_batch(
+                    index,
+                    self.embedder,
+                    sources,
+                    chunk=self.chunk,
+                    chunking_signature=self.chunking.signature,
+                    document_instruction=doc_instruction,
+                    force=force,
+                )
+            finally:
+                self.retriever.invalidate(bot)
 
     def _from_path(self, path: Path, name: str, doc_id: str | None) -> SourceFile:
         return SourceFile(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,46 @@ class BotIndex:
     def name(self) -> str:
         return self.collection.name
 
+    @property
+    def uid(self) -> str:
+        """The collection's id: a collection dropped and re-created under the same name differs."""
+        return str(self.collection.id)
+
+    def revision(self) -> str:
+        """Changes whenever chunks are written or deleted through any `BotIndex`, in any process
+        (read fresh from the store, so caches of the chunk texts know when to reload)."""
+        meta = self.collection.metadata or {}
+        return str(meta.get("revision", ""))
+
+    def _bump_revision(self) -> None:
+        meta = {k: v for k, v in (self.collection.metadata or {}).items() if k != "revision"}
+        self.collection.modify(metadata={**meta, "revision": uuid.uuid4().hex})
+
+    def iter_chunks(self, page_size: int = 5000) -> Iterator[StoredChunk]:
+        """Every chunk with its text and metadata, paged."""
+        offset = 0
+        while True:
+            page = self.collection.get(
+                include=["documents", "metadatas"], limit=page_size, offset=offset
+            )
+            metadatas = page["metadatas"] or []
+            documents = page["documents"] or []
+            for cid, doc, meta in zip(page["ids"], documents, metadatas):
+                yield StoredChunk(cid, doc or "", dict(meta or {}))
+            if len(page["ids"]) < page_size:
+                return
+            offset += page_size
+
+    def embeddings_of(self, chunk_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors of the given chunks (absent ids are left out)."""
+        if not chunk_ids:
+            return {}
+        found = self.collection.get(ids=list(chunk_ids), include=["embeddings"])
+        vectors = found["embeddings"]
+        if vectors is None:
+            return {}
+        return {cid: [float(x) for x in vec] for cid, vec in zip(found["ids"], vectors)}
+
     def existing_embeddings(self, doc_id: str, chunk_ids: Sequence[str]) -> dict[str, list[float]]:
         """Stored vectors of `doc_id` among `chunk_ids`, so unchanged chunks are not re-embedded."""
         if not chunk_ids:
@@ -233,6 +274,7 @@ class BotIndex:
                 )
             stale = [cid for cid in before if cid not in new]
             self._delete_ids(stale)
+            self._bump_revision()
         except Exception as exc:
             self._rollback(added=[i for i in ids if i not in before], restore=before, keep=new)
             raise StoreError(f"writing document {doc_id} to {self.name} failed: {exc}") from exc
@@ -243,6 +285,8 @@ class BotIndex:
         """Remove all chunks of `doc_id`; returns how many there were."""
         ids = list(self._metadata_of(doc_id))
         self._delete_ids(ids)
+        if ids:
+            self._bump_revision()
         return len(ids)
 
     def count(self, doc_id: str | None = None) -> int:

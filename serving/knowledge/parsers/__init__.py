@@ -1,6 +1,7 @@
 """`parse_document`: any supported file → `ParsedDocument`, or a `DocumentError` with a reason code.
 
-Supported: Markdown, HTML, PDF, plain text, DOCX, and support-forum exports (JSON / CSV).
+Supported: Markdown, HTML, reStructuredText, PDF, plain text, DOCX, and support-forum exports
+(JSON / CSV).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 from pathlib import Path, PurePath
 
 from serving.knowledge.parsers.document import (
+    SKIP_REASONS,
     Block,
     BlockKind,
     DocumentError,
@@ -23,6 +25,7 @@ from serving.knowledge.parsers.forum import parse_forum_csv, parse_forum_json
 from serving.knowledge.parsers.html import declared_charset, parse_html
 from serving.knowledge.parsers.markdown import parse_markdown
 from serving.knowledge.parsers.pdf import parse_pdf
+from serving.knowledge.parsers.rst import parse_rst
 from serving.knowledge.parsers.text_decoding import decode_text
 
 __all__ = [
@@ -33,8 +36,10 @@ __all__ = [
     "ParseLimits",
     "ParsedDocument",
     "ReasonCode",
+    "SKIP_REASONS",
     "Section",
     "detect_format",
+    "document_suffix",
     "parse_document",
 ]
 
@@ -44,6 +49,9 @@ SUPPORTED_FORMATS: dict[str, str] = {
     ".markdown": "markdown",
     ".html": "html",
     ".htm": "html",
+    ".rst": "rst",
+    # Sphinx copies each page's source next to the HTML under this name.
+    ".rst.txt": "rst",
     ".pdf": "pdf",
     ".txt": "text",
     ".text": "text",
@@ -52,13 +60,23 @@ SUPPORTED_FORMATS: dict[str, str] = {
     ".csv": "forum_csv",
 }
 
+_DOUBLE_SUFFIXES = tuple(s for s in SUPPORTED_FORMATS if s.count(".") > 1)
 DEFAULT_LIMITS = ParseLimits()
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
+def document_suffix(filename: str) -> str:
+    """The extension that decides the format, lower-cased; two-part ones (`.rst.txt`) whole."""
+    name = PurePath(filename).name.lower()
+    for double in _DOUBLE_SUFFIXES:
+        if name.endswith(double) and len(name) > len(double):
+            return double
+    return PurePath(name).suffix
+
+
 def detect_format(filename: str) -> str:
     """The format for `filename`, from its extension; `DocumentError("unsupported_type")` if none."""
-    suffix = PurePath(filename).suffix.lower()
+    suffix = document_suffix(filename)
     fmt = SUPPORTED_FORMATS.get(suffix)
     if fmt is None:
         supported = ", ".join(sorted(SUPPORTED_FORMATS))
@@ -100,7 +118,7 @@ def parse_document(
     if not data.strip():
         raise DocumentError("empty", f"{name}: the file is empty")
 
-    stem = PurePath(name).stem
+    stem = PurePath(name).name[: -len(document_suffix(name)) or None]
     page_count: int | None = None
     if fmt == "pdf":
         title, sections, page_count = parse_pdf(data, name, stem)
@@ -111,7 +129,10 @@ def parse_document(
         text = decode_text(
             data, name, max_control_ratio=limits.max_control_ratio, fallback=fallback
         )
-        title, sections = _parse_text_format(fmt, text, name, stem)
+        try:
+            title, sections = _parse_text_format(fmt, text, name, stem)
+        except DocumentError as exc:
+            raise DocumentError(exc.reason, exc.message.replace(stem, name, 1)) from None
     if not any(section.blocks for section in sections):
         raise DocumentError("empty", f"{name}: no text content after parsing")
     return ParsedDocument(
@@ -130,6 +151,8 @@ def _parse_text_format(fmt: str, text: str, name: str, stem: str) -> tuple[str, 
         return parse_markdown(text, stem)
     if fmt == "html":
         return parse_html(text, stem)
+    if fmt == "rst":
+        return parse_rst(text, stem)
     if fmt == "forum_json":
         forum, sections = parse_forum_json(text, name)
         return forum or stem, sections

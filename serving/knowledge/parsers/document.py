@@ -19,7 +19,12 @@ ReasonCode = Literal[
     "encrypted",
     "no_text",
     "invalid_export",
+    # Not a failure: a page of links only (a table of contents, an index), skipped on purpose.
+    "navigation_only",
 ]
+
+#: Reasons that mean "nothing to index here" rather than "this file is broken".
+SKIP_REASONS: frozenset[str] = frozenset({"navigation_only"})
 
 
 class DocumentError(Exception):

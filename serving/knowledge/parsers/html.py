@@ -7,7 +7,7 @@ import re
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from serving.knowledge.parsers.document import Section, SectionBuilder
+from serving.knowledge.parsers.document import DocumentError, Section, SectionBuilder
 
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([A-Za-z0-9_\-]+)", re.IGNORECASE)
 _DROP_TAGS = (
@@ -45,8 +45,19 @@ _CHROME_WORDS = frozenset(
         "topbar",
         "catlinks",
         "sitesub",
+        # Sphinx (toctree lists, ¶ anchors, "related" bars), DocBook XSL (navheader/navfooter).
+        "toctree",
+        "headerlink",
+        "navheader",
+        "navfooter",
+        "sphinxsidebar",
+        "related",
+        "md-sidebar",
+        "md-header",
+        "md-footer",
     ]
 )
+_ADMONITIONS = frozenset(["Note", "Tip", "Warning", "Important", "Caution"])
 _CONTENT_ROOTS = ("main", "article", "[role=main]", "#content", "#main-content", ".content", "body")
 _BLOCK_TAGS = frozenset(
     [
@@ -84,7 +95,8 @@ def declared_charset(data: bytes) -> str | None:
 
 
 def parse_html(text: str, fallback_title: str) -> tuple[str, list[Section]]:
-    """Return (title, sections) for an HTML page, with site chrome removed."""
+    """Return (title, sections) for an HTML page, with site chrome removed. A page that held
+    nothing but navigation raises `DocumentError("navigation_only")`."""
     tree = LexborHTMLParser(text)
     title_node = tree.css_first("title")
     page_title = _clean(title_node.text()) if title_node else ""
@@ -104,7 +116,12 @@ def parse_html(text: str, fallback_title: str) -> tuple[str, list[Section]]:
         h1 = root.css_first("h1")
         h1_title = _clean(h1.text()) if h1 else ""
         _walk(root, builder)
-    return h1_title or page_title or fallback_title, builder.finish()
+    sections = builder.finish()
+    if not any(section.blocks for section in sections) and tree.css_first("a[href]") is not None:
+        raise DocumentError(
+            "navigation_only", f"{fallback_title}: only navigation links, nothing to index"
+        )
+    return h1_title or page_title or fallback_title, sections
 
 
 def _is_chrome(node: LexborNode) -> bool:
@@ -147,8 +164,17 @@ def _block(node: LexborNode, builder: SectionBuilder) -> None:
     elif tag == "pre":
         builder.block("code", "```\n" + node.text(deep=True).strip("\n") + "\n```")
     elif tag == "table":
-        builder.block("table", _table(node))
+        label = _admonition_label(node)
+        if label:
+            # DocBook lays out notes and tips as a table beside an icon: it reads as a paragraph.
+            cells = (_clean(cell.text()) for cell in node.css("td"))
+            body = " ".join(text for text in cells if text)
+            builder.block("text", f"{label}: {body}")
+        else:
+            builder.block("table", _table(node))
     elif tag in ("ul", "ol"):
+        if _is_link_list(node):
+            return  # a table of contents or a link farm: navigation, not content
         items = [_clean(li.text()) for li in node.css("li")]
         builder.block("list", "\n".join(f"- {item}" for item in items if item))
     elif tag == "dl":
@@ -161,6 +187,28 @@ def _block(node: LexborNode, builder: SectionBuilder) -> None:
         return
     else:
         _walk(node, builder)
+
+
+def _admonition_label(table: LexborNode) -> str | None:
+    """ "Note", "Tip" … when a table only lays out an admonition (DocBook XSL: an icon cell and a
+    header cell naming the admonition)."""
+    label = (table.attributes.get("summary") or "").strip()
+    if label in _ADMONITIONS:
+        return label
+    header = table.css_first("th")
+    if header is not None and _clean(header.text()) in _ADMONITIONS and len(table.css("tr")) <= 2:
+        return _clean(header.text())
+    return None
+
+
+def _is_link_list(node: LexborNode) -> bool:
+    """A list of at least three items whose text is (almost) all link text."""
+    items = node.css("li")
+    if len(items) < 3:
+        return False
+    total = len("".join(node.text(deep=True).split()))
+    linked = sum(len("".join(a.text(deep=True).split())) for a in node.css("a"))
+    return total > 0 and linked / total >= 0.9
 
 
 def _inline_text(node: LexborNode) -> str:
