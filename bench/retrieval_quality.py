@@ -43,6 +43,7 @@ from api.settings import Settings
 from serving.knowledge import ChromaStore, ChunkingConfig, KnowledgeBase, load_embedder
 from serving.knowledge.embedders import SentenceTransformerEmbedder
 from serving.knowledge.site_files import select_files
+from serving.scope_guard import Scope, ScopeGuard
 
 BOT = "eval"
 # Code whose change invalidates a cached index.
@@ -167,10 +168,25 @@ def evaluate(doc_set: DocSet, embedder: SentenceTransformerEmbedder, args: argpa
         naive.add(naive_pages, q.pages)
         if naive.ranks[-1] is not None and naive.ranks[-1] <= 5 and (ours.ranks[-1] or 99) > 5:
             misses.append(f"      (naive found it: {naive_pages[:3]})")
+    guard = ScopeGuard(Scope(name=doc_set.bot_name, description=doc_set.scope), kb.embedder)
+    verdicts: dict[str, list[str]] = {}
+    for kind, questions in (("in", [q.text for q in doc_set.in_scope]), ("near", doc_set.near),
+                            ("far", doc_set.far), ("greeting", doc_set.greetings)):
+        for text in questions:
+            vector = kb.retriever.embed_query(text)
+            found = kb.retriever.hybrid_search(BOT, text, vector, k=config.top_k, min_score=config.min_score)
+            decision = guard.assess(text, found, question_vector=vector)
+            verdicts.setdefault(kind, []).append(decision.verdict)
+            wrong = (decision.verdict == "refuse") != (kind in ("near", "far")) or (
+                kind == "greeting") != (decision.verdict == "smalltalk")
+            if wrong and args.show_misses and not doc_set.held_out:
+                sig = decision.signals
+                misses.append(f"    guard {kind}: {decision.verdict} support={sig.support} "
+                              f"sal={sig.salience} unk={sig.unknown_terms} {text[:70]!r}")
     if args.show_misses:
         print("\n".join(misses))
     return {"set": doc_set, "ours": ours, "naive": naive, "ours_ingest": ours_ingest,
-            "naive_ingest": naive_ingest}
+            "naive_ingest": naive_ingest, "verdicts": verdicts}
 
 
 def report(results: list[dict[str, object]]) -> None:
@@ -190,6 +206,19 @@ def report(results: list[dict[str, object]]) -> None:
         if len(rows) > 1:
             print(f"{'  all ' + label:22} {'':8} {'':8} {len(merged_ours.ranks):3}  "
                   f"{_fmt(merged_naive.row())}  {_fmt(merged_ours.row())}")
+    print("\nscope guard (refusal is the positive class; far + near off-topic together):")
+    print(f"{'set':22} {'role':8} {'precision':>9} {'recall':>6} {'far':>5} {'near':>5} "
+          f"{'in refused':>10} {'greetings':>9}")
+    for group, label in ((False, "tune"), (True, "held-out")):
+        merged: dict[str, list[str]] = {}
+        rows = [r for r in results if r["set"].held_out == group]  # type: ignore[attr-defined]
+        for r in rows:
+            v: dict[str, list[str]] = r["verdicts"]  # type: ignore[assignment]
+            for kind, items in v.items():
+                merged.setdefault(kind, []).extend(items)
+            print(f"{r['set'].name:22} {label:8} {_guard_row(v)}")  # type: ignore[attr-defined]
+        if len(rows) > 1:
+            print(f"{'  all ' + label:22} {'':8} {_guard_row(merged)}")
     print("\ningest (chunks, seconds, chunks/s; '-' = cached index, run with --fresh to time it):")
     for r in results:
         s = r["set"]
@@ -198,6 +227,21 @@ def report(results: list[dict[str, object]]) -> None:
             rate = f"{st.chunks / secs:6.1f}" if secs else "     -"  # type: ignore[union-attr]
             print(f"  {s.name:22} {label:10} files {st.files:4} skipped {st.skipped:4} "  # type: ignore[union-attr]
                   f"chunks {st.chunks:5} {secs or 0:7.1f} s {rate} chunks/s")  # type: ignore[union-attr]
+
+
+def _guard_row(v: dict[str, list[str]]) -> str:
+    off = v.get("near", []) + v.get("far", [])
+    refused_off = sum(x == "refuse" for x in off)
+    refused_in = sum(x == "refuse" for x in v.get("in", []))
+    precision = refused_off / max(1, refused_off + refused_in)
+    recall = refused_off / max(1, len(off))
+
+    def share(kind: str, verdict: str) -> str:
+        items = v.get(kind, [])
+        return f"{sum(x == verdict for x in items)}/{len(items)}"
+
+    return (f"{precision:9.2f} {recall:6.2f} {share('far', 'refuse'):>5} {share('near', 'refuse'):>5} "
+            f"{share('in', 'refuse'):>10} {share('greeting', 'smalltalk'):>9}")
 
 
 def _fmt(row: tuple[float, float, float]) -> str:

@@ -55,6 +55,8 @@ class BotConfig:
     mode: str = "rag"
     holding_message: str | None = None
     refusal_message: str = ""
+    name: str = ""
+    scope: str = ""
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     policy: BotPolicy = field(default_factory=BotPolicy)
     has_documents: bool = False
@@ -79,7 +81,7 @@ class BotConfig:
             adapter=release.adapter if release else None,
             mode=release.mode if release else "rag",
             holding_message=release.holding_message if release else None,
-            refusal_message=bot.refusal_message,
+            refusal_message=bot.refusal_message, name=bot.name, scope=bot.scope,
             knowledge=knowledge_of(bot.knowledge), policy=policy_of(bot.policy),
             has_documents=has_documents, candidate_release_ids=candidates,
         )

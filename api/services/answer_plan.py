@@ -87,19 +87,19 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
         plan.direct_answer = bot.holding_message or bot.refusal_message
         plan.flags.append("holding")
         return plan
-    if not bot.has_documents:
-        if bot.mode == "retrieval":
-            plan.direct_answer = bot.holding_message or bot.refusal_message
-            plan.flags.append("no_passages")
+    if not bot.has_documents and bot.mode == "retrieval":
+        plan.direct_answer = bot.holding_message or bot.refusal_message
+        plan.flags.append("no_passages")
         return plan
 
-    from api.services.knowledge import ground_turn
+    from api.services.knowledge import TurnBot, ground_turn
 
     use_passages = bot.mode in RAG_MODES
-    history = history_of(turn.prompt)
     grounding = await asyncio.to_thread(
-        ground_turn, runtime.knowledge, bot_id=bot.id, config=bot.knowledge, refusal=bot.refusal_message,
-        system_prompt=bot.system_prompt, history=history, question=turn.question,
+        ground_turn, runtime.knowledge,
+        TurnBot(bot.id, bot.name, bot.scope, bot.refusal_message, bot.system_prompt, bot.knowledge,
+                bot.has_documents),
+        history=history_of(turn.prompt), question=turn.question,
         use_passages=use_passages and bot.mode != "retrieval",
     )
     plan.flags += grounding.flags
@@ -110,6 +110,10 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
         if grounding.refused:
             plan.direct_answer = grounding.decision.refusal_message or bot.refusal_message
             plan.status = "refused"
+            return plan
+        if grounding.small_talk:
+            plan.direct_answer = grounding.decision.reply
+            plan.flags.append("smalltalk")
             return plan
     if bot.mode == "retrieval":
         plan.direct_answer = retrieval_answer(grounding.passages) or bot.holding_message or bot.refusal_message

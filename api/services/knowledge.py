@@ -53,7 +53,7 @@ class KnowledgeConfig(BaseModel):
     max_context_chars: int = Field(4000, ge=200, le=100_000)
     document_instruction: str | None = None
     query_instruction: str | None = None
-    guard: bool = Field(True, description="Refuse questions outside the bot's scope.")
+    guard: bool = Field(True, description="Refuse questions outside the bot's scope (and answer small talk).")
     llm_guard: bool = Field(False, description="Ask the model when the embedding signals are unsure.")
     answer_without_context: bool = Field(
         False, description="When the vector store is unreachable, answer without passages (flagged) instead of 503."
@@ -61,6 +61,9 @@ class KnowledgeConfig(BaseModel):
     topics: list[str] = Field(default_factory=list)
     example_questions: list[str] = Field(default_factory=list)
     out_of_scope_examples: list[str] = Field(default_factory=list)
+    greeting_message: str | None = Field(
+        None, description="What the bot answers to a greeting (default: says what it covers, from its name, "
+        "topics and scope).")
 
     def instructions(self) -> Instructions:
         return Instructions(document=self.document_instruction, query=self.query_instruction)
@@ -104,12 +107,16 @@ class KnowledgeHub:
                 )
             return self._bases[spec]
 
-    def guard(self, bot_id: str, config: KnowledgeConfig, refusal: str) -> ScopeGuard:
+    def guard(self, bot_id: str, config: KnowledgeConfig, refusal: str, name: str = "",
+              description: str = "") -> ScopeGuard:
         scope = Scope(
             topics=tuple(config.topics),
             example_questions=tuple(config.example_questions),
             out_of_scope_examples=tuple(config.out_of_scope_examples),
             refusal_message=refusal or "Sorry, I can only help with questions about {topics}.",
+            description=description,
+            name=name,
+            greeting_message=config.greeting_message,
         )
         key = (bot_id, hashlib.sha256(json.dumps([repr(scope), self.spec(config), config.query_instruction]).encode()).hexdigest())
         with self._lock:
@@ -369,41 +376,66 @@ class Grounding:
     def refused(self) -> bool:
         return self.decision is not None and self.decision.verdict == "refuse"
 
+    @property
+    def small_talk(self) -> bool:
+        return self.decision is not None and self.decision.verdict == "smalltalk"
+
+
+@dataclass(frozen=True)
+class TurnBot:
+    """The parts of a bot that grounding reads."""
+
+    id: str
+    name: str
+    scope: str
+    refusal: str
+    system_prompt: str
+    config: KnowledgeConfig
+    has_documents: bool
+
 
 def ground_turn(
     hub: KnowledgeHub,
+    bot: TurnBot,
     *,
-    bot_id: str,
-    config: KnowledgeConfig,
-    refusal: str,
-    system_prompt: str,
     history: Sequence[ChatMessage],
     question: str,
     use_passages: bool,
 ) -> Grounding:
-    """Retrieve passages for `question`, let the guard decide, and build the grounded prompt.
-    Blocking (embedding, vector search): call from a thread."""
+    """Retrieve passages for `question` (dense + lexical), let the guard decide, and build the
+    grounded prompt. The guard runs for every bot with documents or a scope text; a bot with
+    neither has nothing to judge by. Blocking (embedding, vector search): call from a thread."""
     grounding = Grounding()
+    config = bot.config
+    guarded = config.guard and (bot.has_documents or bool(bot.scope.strip() or config.topics
+                                                          or config.example_questions))
+    if not bot.has_documents and not guarded:
+        return grounding
+    found = None
     try:
         base = hub.base(hub.spec(config))
         vector = base.retriever.embed_query(question, config.query_instruction)
-        passages = base.retriever.search_by_vector(bot_id, vector, config.top_k, config.min_score)
+        if bot.has_documents:
+            found = base.retriever.hybrid_search(bot.id, question, vector, config.top_k, config.min_score)
     except Exception as exc:  # noqa: BLE001 - the store being down must not look like "no passages"
-        if not hub.healthy() and not config.answer_without_context:
+        if hub.healthy():
+            raise
+        if not config.answer_without_context:
             raise Unavailable("The knowledge base is unreachable; try again shortly.",
                               code="knowledge_unavailable") from exc
-        if not hub.healthy():
-            log.warning("vector store unreachable; answering without context")
-            grounding.flags.append("no_context")
+        log.warning("vector store unreachable; answering without context")
+        grounding.flags.append("no_context")
+        return grounding
+    if found is not None:
+        grounding.passages = found.passages
+    if guarded:
+        guard = hub.guard(bot.id, config, bot.refusal, bot.name, bot.scope)
+        grounding.decision = guard.assess(question, found, question_vector=vector)
+        if grounding.refused or grounding.small_talk:
             return grounding
-        raise
-    grounding.passages = passages
-    if config.guard and (config.topics or config.example_questions):
-        guard = hub.guard(bot_id, config, refusal)
-        grounding.decision = guard.assess(question, passages, question_vector=vector)
-    if use_passages and passages:
-        grounding.context = build_context(passages, max_chars=config.max_context_chars)
-        grounding.prompt = grounded_messages(system_prompt, question, grounding.context, history)
-    elif use_passages:
+    if use_passages and grounding.passages:
+        grounding.context = build_context(grounding.passages, max_chars=config.max_context_chars)
+        grounding.prompt = grounded_messages(bot.system_prompt, question, grounding.context, history)
+    elif use_passages and bot.has_documents:
         grounding.flags.append("no_passages")
     return grounding

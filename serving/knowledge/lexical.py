@@ -18,6 +18,7 @@ import bm25s
 import numpy as np
 import Stemmer
 
+_CLITIC = re.compile(r"'(s|t|re|ve|ll|d|m)$")
 _WORD = re.compile(r"[^\W_]+(?:[-_.'][^\W_]+)*")
 # Chat filler on top of the usual English stop words: it says nothing about the topic.
 _CHAT_WORDS = frozenset(
@@ -38,8 +39,8 @@ def terms(text: str) -> list[str]:
     yield their parts, so either spelling matches."""
     stem = _stemmer().stemWord
     out: list[str] = []
-    for match in _WORD.finditer(text.lower()):
-        word = match.group(0)
+    for match in _WORD.finditer(text.lower().replace("’", "'")):
+        word = _CLITIC.sub("", match.group(0))
         parts = re.split(r"[-_.']", word)
         for token in [word] if len(parts) == 1 else [word.replace("'", ""), *parts]:
             if len(token) > 1 and token not in STOP_WORDS:
@@ -92,6 +93,12 @@ class LexicalIndex:
         best = np.argpartition(-scores, n - 1)[:n]
         ranked = sorted(best.tolist(), key=lambda i: -scores[i])
         return [(i, float(scores[i])) for i in ranked if scores[i] > 0]
+
+    def similarity(self, a: int, b: int) -> float:
+        """Jaccard similarity of two texts' word sets (1.0: the same words)."""
+        first, second = self._chunk_terms[a], self._chunk_terms[b]
+        union = len(first | second)
+        return len(first & second) / union if union else 1.0
 
     def idf(self, term: str) -> float:
         """Rarity of a (stemmed) term; unseen terms get the highest value."""

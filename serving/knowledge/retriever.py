@@ -56,6 +56,9 @@ class SearchSettings:
     lexical_weight: float = 1.0
     #: At most this many passages from one document (each from a different section).
     per_document: int = 2
+    #: A passage whose words are this similar (Jaccard) to one already chosen is a copy of the same
+    #: content on another page (sites repeat themselves) and is skipped.
+    duplicate_similarity: float = 0.8
     #: Small-to-big: a hit is widened with its neighbours in the same section up to this many
     #: characters, so the model reads the context around the matched sentences (0: off).
     expand_chars: int = 1400
@@ -198,6 +201,7 @@ class Retriever:
         passages: list[Passage] = []
         sections: set[tuple[str, str, object]] = set()
         per_doc: dict[str, int] = {}
+        chosen: list[int] = []
         for cid in sorted(fused, key=lambda c: -fused[c]):
             if cid not in dense:
                 continue
@@ -210,6 +214,13 @@ class Retriever:
             section = _section_key(meta)
             if section in sections or per_doc.get(doc, 0) >= s.per_document:
                 continue
+            here = corpus.position.get(cid)
+            if here is not None and any(
+                corpus.lexical.similarity(here, other) >= s.duplicate_similarity for other in chosen
+            ):
+                continue
+            if here is not None:
+                chosen.append(here)
             sections.add(section)
             per_doc[doc] = per_doc.get(doc, 0) + 1
             passage = _passage(chunk, cosine)

@@ -100,6 +100,7 @@ def parse_html(text: str, fallback_title: str) -> tuple[str, list[Section]]:
     tree = LexborHTMLParser(text)
     title_node = tree.css_first("title")
     page_title = _clean(title_node.text()) if title_node else ""
+    has_links = tree.css_first("a[href]") is not None
     for node in tree.css(_DROP_TAGS):
         node.decompose()
     for node in tree.css("[class], [id]"):
@@ -117,7 +118,7 @@ def parse_html(text: str, fallback_title: str) -> tuple[str, list[Section]]:
         h1_title = _clean(h1.text()) if h1 else ""
         _walk(root, builder)
     sections = builder.finish()
-    if not any(section.blocks for section in sections) and tree.css_first("a[href]") is not None:
+    if not any(section.blocks for section in sections) and has_links:
         raise DocumentError(
             "navigation_only", f"{fallback_title}: only navigation links, nothing to index"
         )

@@ -99,7 +99,8 @@ def test_reingesting_a_changed_document_replaces_its_chunks(
 
     assert second.status == "ingested" and second.doc_id == first.doc_id
     assert (second.chunk_count, second.embedded, second.reused, second.removed) == (3, 2, 1, 1)
-    texts = [p.text for p in kb.retriever.search("acme", "how long to hold the reset button", k=10)]
+    vector = kb.retriever.embed_query("how long to hold the reset button")
+    texts = [p.text for p in kb.retriever.search_by_vector("acme", vector, k=10)]
     assert len(texts) == 3 and len(set(texts)) == 3  # no duplicates
     assert any("20 seconds" in t for t in texts) and not any("10 seconds" in t for t in texts)
     assert [d.chunk_count for d in kb.list_documents("acme")] == [3]

@@ -14,6 +14,7 @@ from pypdf import PdfReader, PdfWriter
 
 from serving.knowledge.demo import DEMO_DIR
 from serving.knowledge.parsers import DocumentError, ParseLimits, parse_document
+from tests.serving.knowledge.doc_sites import build_mkdocs_site, build_sphinx_site
 
 DOCS = DEMO_DIR / "docs"
 
@@ -284,6 +285,100 @@ def test_bad_forum_exports_are_refused(payload: bytes, reason: str) -> None:
 
 def test_forum_csv_without_thread_column_is_refused() -> None:
     assert reason_of(b"name,comment\nann,hi\n", "forum.csv") == "invalid_export"
+
+
+# --- documentation sites -----------------------------------------------------------------------
+
+
+def test_sphinx_page_keeps_content_without_its_chrome(tmp_path: Path) -> None:
+    site = build_sphinx_site(tmp_path / "html")
+    doc = parse_document(site / "quickstart.html")
+    assert doc.title == "Quick start"  # no "¶" anchors in titles or heading paths
+    assert ("Quick start", "Your first backup") in [s.heading_path for s in doc.sections]
+    for chrome in ("Quick search", "Navigation", "Table of Contents", "Created using Sphinx", "¶"):
+        assert chrome not in doc.text
+    assert "later runs store only what changed" in doc.text
+
+
+def test_a_table_of_contents_page_is_navigation_only(tmp_path: Path) -> None:
+    site = build_sphinx_site(tmp_path / "html")
+    assert reason_of((site / "index.html").read_bytes(), "index.html") == "navigation_only"
+
+
+def test_mkdocs_page_drops_header_sidebar_and_footer(tmp_path: Path) -> None:
+    site = build_mkdocs_site(tmp_path / "site")
+    doc = parse_document(site / "tokens" / "index.html")
+    assert doc.title == "Tokens" and "Made with Material" not in doc.text
+    assert "Search" not in doc.text and "Previous: Home" not in doc.text
+    assert "Tokens expire after 90 days." in doc.text
+
+
+def test_docbook_admonitions_read_as_paragraphs() -> None:
+    page = (
+        '<html><head><meta name="generator" content="DocBook XSL Stylesheets Vsnapshot"></head>'
+        '<body><div class="navheader"><table><tr><td><a href="a.html">Prev</a></td></tr></table></div>'
+        '<div class="sect1"><h2 class="title">5.8. Reconciling</h2><p>Match each transaction.</p>'
+        '<div class="tip"><table border="0"><tr><td rowspan="2"><img src="tip.png"></td>'
+        '<th align="left">Tip</th></tr><tr><td colspan="2"><p>Press Ctrl+P to postpone.</p></td></tr>'
+        '</table></div></div><div class="navfooter"><table><tr><td>Up</td><td>Home</td></tr></table>'
+        "</div></body></html>"
+    )
+    doc = parse_document(page.encode(), "acct-reconcile.html")
+    blocks = [b for s in doc.sections for b in s.blocks]
+    assert [b.kind for b in blocks] == ["text", "text"]
+    assert blocks[1].text == "Tip: Press Ctrl+P to postpone."
+    assert "Prev" not in doc.text and "Home" not in doc.text
+
+
+RST = """Pruning archives
+================
+
+Use :ref:`prune <borg_prune>` with :option:`--keep-daily` to keep recent archives.
+
+.. note::
+   Pruning never touches the newest archive.
+
+Examples
+--------
+
+.. code-block:: bash
+
+   quillon prune --keep-daily 7 /srv/repo
+
+.. versionadded:: 1.2
+   The ``--keep-within`` option.
+
+.. toctree::
+   :maxdepth: 2
+
+   usage/create
+
++--------+---------+
+| Option | Meaning |
++========+=========+
+| -d     | daily   |
++--------+---------+
+"""
+
+
+@pytest.mark.parametrize("filename", ["prune.rst", "prune.rst.txt"])
+def test_restructuredtext_with_sphinx_roles_and_directives(filename: str) -> None:
+    doc = parse_document(RST.encode(), filename)
+    assert (doc.format, doc.title) == ("rst", "Pruning archives")
+    assert "Use prune with --keep-daily to keep recent archives." in doc.text
+    assert "Note: Pruning never touches the newest archive." in doc.text
+    assert "Version added 1.2" in doc.text and "usage/create" not in doc.text
+    examples = next(s for s in doc.sections if s.heading_path == ("Pruning archives", "Examples"))
+    kinds = [b.kind for b in examples.blocks]
+    assert kinds[0] == "code" and "quillon prune --keep-daily 7" in examples.blocks[0].text
+    assert "| Option | Meaning |" in next(b.text for b in examples.blocks if b.kind == "table")
+    for error in ("Unknown", "ERROR", "System Message"):
+        assert error not in doc.text
+
+
+def test_restructuredtext_never_reads_other_files() -> None:
+    doc = parse_document(b"Title\n=====\n\n.. include:: /etc/passwd\n\nBody text.\n", "x.rst")
+    assert "root:" not in doc.text and "Body text." in doc.text
 
 
 # --- limits and types ---------------------------------------------------------------------------
