@@ -22,11 +22,14 @@ $(VENV)/.installed: pyproject.toml
 serve: install
 	$(VENV)/bin/shadowdesk serve --host $(HOST) --port $(PORT)
 
+# The services the suite needs (PostgreSQL, Chromium) come up first, or one line says what to do.
 test: install
+	tests/services.sh
 	$(PY) -m pytest
 
 check: install
 	$(VENV)/bin/ruff check api serving training review_ui tests bench
+	tests/services.sh
 	$(PY) -m pytest
 
 bench: install

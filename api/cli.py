@@ -183,6 +183,11 @@ def bots_create(
         with transaction(_sessions(settings)) as session:
             bot = create_bot(session, data, base_model=settings.model)
             console.print(f"created bot [bold]{bot.slug}[/bold] ({bot.id})")
+        if not scope.strip():
+            err.print(
+                f"note: {slug} has no scope and no documents yet, so nothing tells it what is off-topic: "
+                f"it answers every question. Add documents (shadowdesk ingest {slug} PATH…) or a --scope; "
+                "off-topic questions are then refused.", soft_wrap=True)
     except Exception as exc:
         _fail(exc)
 
@@ -299,12 +304,21 @@ def ingest(
     bot: Annotated[str, typer.Argument(help="Slug of the bot whose knowledge base receives the documents.")],
     paths: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) and globs.")],
     force: Annotated[bool, typer.Option(help="Re-index even documents that did not change.")] = False,
+    include: Annotated[Optional[list[str]], typer.Option(
+        "--include", help="Only files of the folders matching this glob (repeatable), e.g. 'docs/*'.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", help="Skip files matching this glob (repeatable), e.g. 'changelog*'.")] = None,
+    site_defaults: Annotated[bool, typer.Option(
+        help="Skip the boilerplate site generators leave (Sphinx _sources/ and genindex, MkDocs "
+             "search/, …).")] = True,
 ) -> None:
-    """Add documents (Markdown, HTML, PDF, text, DOCX, forum exports) to a bot's knowledge base.
-    Every file is reported; a bad file never stops the others. Exit code 1 when any file failed."""
-    import glob
+    """Add documents (Markdown, HTML, reStructuredText, PDF, text, DOCX, forum exports) to a bot's
+    knowledge base. A documentation site goes in as it is: assets and generator boilerplate are
+    skipped and counted, not failed. Every file is reported; a bad file never stops the others.
+    Exit code 1 when any file failed."""
     import logging
     import os
+    import time
     from pathlib import Path
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -315,20 +329,14 @@ def ingest(
     from api.runtime import Runtime
     from api.services.bots import get_bot
     from api.services.knowledge import IngestSource, ingest_sources
+    from serving.knowledge.site_files import select_files
 
-    files: list[Path] = []
-    for raw in paths:
-        matches = [Path(m) for m in glob.glob(raw, recursive=True)] if any(c in raw for c in "*?[") else [Path(raw)]
-        if not matches:
-            err.print(f"[red]{raw}: no such file[/red]")
-        for path in matches:
-            if path.is_dir():
-                files += sorted(p for p in path.rglob("*") if p.is_file())
-            elif path.exists():
-                files.append(path)
-            else:
-                err.print(f"[red]{path}: no such file[/red]")
-    if not files:
+    selection = select_files(paths, include=include or (), exclude=exclude or (), site_defaults=site_defaults)
+    for missing in selection.missing:
+        err.print(f"[red]{missing}: no such file[/red]")
+    for folder, generator in selection.generators.items():
+        err.print(f"{folder}: a {generator} site; its generated boilerplate is skipped", soft_wrap=True)
+    if not selection.files:
         err.print("[red]Error:[/red] nothing to ingest")
         raise typer.Exit(2)
     settings = _settings()
@@ -339,29 +347,41 @@ def ingest(
     except Exception as exc:
         _fail(exc)
     runtime = Runtime(settings=settings, engine=sessions.kw["bind"], sessions=sessions, backend=None)  # type: ignore[arg-type]
-    # Name each document by its path relative to the folder given, so equal file names in
-    # different folders stay different documents.
-    sources = [IngestSource(p, _source_name(p, paths)) for p in files]
-    failed = 0
+    sources = [IngestSource(f.path, f.source) for f in selection.files]
+    counts = {"ingested": 0, "unchanged": 0, "skipped": 0, "error": 0}
+    chunks = 0
+    started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as progress:
         task = progress.add_task("loading the embedding model…", total=len(sources))
 
         def report(result) -> None:  # type: ignore[no-untyped-def]
-            nonlocal failed
+            nonlocal chunks
             progress.advance(task)
             progress.update(task, description=f"ingesting into {bot}")
-            if result.ok:
-                note = "unchanged" if result.status == "unchanged" else f"{result.chunk_count} chunks"
-                progress.console.print(f"[green]✓[/green] {result.source} ({note})")
-            else:
-                failed += 1
+            counts[result.status] += 1
+            if result.status == "ingested":
+                chunks += result.chunk_count
+                progress.console.print(f"[green]✓[/green] {result.source} ({result.chunk_count} chunks)")
+            elif result.status == "unchanged":
+                progress.console.print(f"[green]✓[/green] {result.source} (unchanged)")
+            elif result.status == "error":
                 message = (result.message or "").removeprefix(f"{Path(result.source).name}: ")
-                progress.console.print(f"[red]✗ {result.source}: {message}[/red] ({result.reason})")
+                progress.console.print(f"[red]✗ {result.source}: {message}[/red] ({result.reason})",
+                                       soft_wrap=True)
 
         ingest_sources(runtime.knowledge, sessions, bot_id, sources, force=force, on_result=report)
-    console.print(f"{len(sources) - failed} of {len(sources)} file(s) ingested into {bot}")
-    if failed:
+    seconds = time.perf_counter() - started
+    skipped = selection.skip_counts()
+    skipped["navigation only"] = counts["skipped"]
+    skip_text = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items()) if n)
+    rate = f" · {chunks} chunks in {seconds:.1f} s ({chunks / seconds:.1f} chunks/s)" if chunks else ""
+    console.print(
+        f"{bot}: {counts['ingested']} ingested, {counts['unchanged']} unchanged, "
+        f"{sum(skipped.values())} skipped{f' ({skip_text})' if skip_text else ''}, "
+        f"{counts['error']} failed{rate}", soft_wrap=True
+    )
+    if counts["error"] or selection.missing:
         raise typer.Exit(1)
 
 
@@ -399,19 +419,6 @@ def documents_delete(bot: str, doc_id: str) -> None:
     except Exception as exc:
         _fail(exc)
     console.print(f"deleted {doc_id} ({removed} chunks)")
-
-
-def _source_name(path, roots: list[str]) -> str:  # type: ignore[no-untyped-def]
-    from pathlib import Path
-
-    for root in roots:
-        base = Path(root)
-        if base.is_dir():
-            try:
-                return str(path.resolve().relative_to(base.resolve()))
-            except ValueError:
-                continue
-    return path.name
 
 
 @app.command()

@@ -58,8 +58,9 @@ async def run(args: argparse.Namespace) -> None:
         decisions: list[GuardDecision] = []
         for q in questions:
             vector = kb.retriever.embed_query(q.question)
-            passages = kb.retriever.search_by_vector(DEMO_BOT, vector, k=5)
-            decision = await guard.decide(q.question, passages, question_vector=vector)
+            found = kb.retriever.hybrid_search(DEMO_BOT, q.question, vector, k=5)
+            passages = found.passages
+            decision = await guard.decide(q.question, found, question_vector=vector)
             decisions.append(decision)
             if q.in_scope:
                 rank = next(
@@ -71,8 +72,9 @@ async def run(args: argparse.Namespace) -> None:
             s = decision.signals
             print(
                 f"{q.id} {'in ' if q.in_scope else 'out'} {decision.verdict:7} "
-                f"retrieval={s.top_retrieval_score:.2f} in={s.in_scope_similarity:.2f} "
-                f"out={s.out_of_scope_similarity:.2f} llm={s.llm_verdict or '-':7} {q.question}{marker}"
+                f"retrieval={s.top_retrieval_score:.2f} support={s.support:.2f} "
+                f"in={s.in_scope_similarity:.2f} out={s.out_of_scope_similarity:.2f} "
+                f"llm={s.llm_verdict or '-':7} {q.question}{marker}"
             )
 
         out = [not q.in_scope for q in questions]

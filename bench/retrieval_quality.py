@@ -43,7 +43,7 @@ from api.settings import Settings
 from serving.knowledge import ChromaStore, ChunkingConfig, KnowledgeBase, load_embedder
 from serving.knowledge.embedders import SentenceTransformerEmbedder
 from serving.knowledge.site_files import select_files
-from serving.scope_guard import Scope, ScopeGuard
+from serving.scope_guard import GuardThresholds, Scope, ScopeGuard
 
 BOT = "eval"
 # Code whose change invalidates a cached index.
@@ -168,7 +168,11 @@ def evaluate(doc_set: DocSet, embedder: SentenceTransformerEmbedder, args: argpa
         naive.add(naive_pages, q.pages)
         if naive.ranks[-1] is not None and naive.ranks[-1] <= 5 and (ours.ranks[-1] or 99) > 5:
             misses.append(f"      (naive found it: {naive_pages[:3]})")
-    guard = ScopeGuard(Scope(name=doc_set.bot_name, description=doc_set.scope), kb.embedder)
+    thresholds = GuardThresholds()
+    if args.guard:
+        thresholds = dataclasses.replace(thresholds, **{
+            k: float(v) for k, v in (item.split("=") for item in args.guard.split(","))})
+    guard = ScopeGuard(Scope(name=doc_set.bot_name, description=doc_set.scope), kb.embedder, thresholds)
     verdicts: dict[str, list[str]] = {}
     for kind, questions in (("in", [q.text for q in doc_set.in_scope]), ("near", doc_set.near),
                             ("far", doc_set.far), ("greeting", doc_set.greetings)):
@@ -257,6 +261,7 @@ def main() -> None:
     parser.add_argument("--show-misses", action="store_true", help="list the questions missed at 5")
     parser.add_argument("--chunk-size", type=int, default=Settings().chunk_size)
     parser.add_argument("--chunk-overlap", type=int, default=Settings().chunk_overlap)
+    parser.add_argument("--guard", default="", help="GuardThresholds overrides, e.g. refuse_below=0.38")
     parser.add_argument("--search", default="", help="SearchSettings overrides, e.g. per_document=2,rrf_k=30")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -3,6 +3,12 @@ thread counts are pinned before torch is imported anywhere."""
 
 import os
 
+# A shell that runs `make serve` may export SHADOWDESK_* (an API key, a data dir, a production
+# database URL): none of it may leak into the tests, nor a `.env` file in the working directory.
+for _name in [n for n in os.environ if n.startswith("SHADOWDESK_")]:
+    del os.environ[_name]
+os.environ["SHADOWDESK_ENV_FILE"] = os.devnull
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

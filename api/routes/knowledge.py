@@ -82,9 +82,10 @@ async def upload_documents(
                             status_code=202, headers={"Location": f"/api/jobs/{outcome.job.id}"})
     runtime.notify_access_changed()  # the bot may now have documents
     body = outcome.results or []
-    ok = sum(r["status"] != "error" for r in body)
-    return JSONResponse({"results": body, "ingested": ok, "failed": len(body) - ok},
-                        status_code=200 if ok or not body else 422)
+    counts = kb_service.ingest_counts(body)
+    # 422 only when every file failed: a batch with any success, skip or no-op is a 200.
+    return JSONResponse({"results": body, **counts},
+                        status_code=422 if body and counts["failed"] == len(body) else 200)
 
 
 @router.get("/bots/{slug}/documents")

@@ -162,23 +162,24 @@ def ingest_sources(
     force: bool = False,
     on_result: Callable[[IngestResult], None] | None = None,
 ) -> list[IngestResult]:
-    """Ingest files for a bot: each file succeeds or fails alone; successes are recorded as document
-    rows and their originals kept (for re-embedding). Blocking: call from a thread or a job."""
+    """Ingest files for a bot: each file succeeds, is skipped (nothing to index) or fails alone;
+    ingested files are recorded as document rows and their originals kept (for re-embedding).
+    Files go to the encoder in batches (many files' chunks per pass). Blocking: call from a
+    thread or a job."""
     with transaction(sessions) as session:
         config = knowledge_of(_bot(session, bot_id).knowledge)
     spec = hub.spec(config)
     base = hub.base(spec)
-    results: list[IngestResult] = []
-    # One file at a time so progress is visible and a huge batch never holds all texts in memory;
-    # the encoder batches chunks within a file.
-    for item in sources:
-        result = base.ingest_file(bot_id, item.path, source=item.source, instructions=config.instructions(), force=force)
+    by_name = {item.source: item for item in sources}
+
+    def record(result: IngestResult) -> None:
         if result.ok:
-            _record_document(hub.settings, sessions, bot_id, item, result, spec)
-        results.append(result)
+            _record_document(hub.settings, sessions, bot_id, by_name[result.source], result, spec)
         if on_result is not None:
             on_result(result)
-    return results
+
+    return base.ingest_paths(bot_id, [(item.path, item.source) for item in sources],
+                             instructions=config.instructions(), force=force, on_result=record)
 
 
 def _record_document(
@@ -236,6 +237,13 @@ def _bot(session: Session, bot_id: str) -> Bot:
     if bot is None:
         raise NotFound(f"No bot with id '{bot_id}'.")
     return bot
+
+
+def ingest_counts(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many files were ingested (new or changed), unchanged, skipped and failed."""
+    statuses = [r["status"] for r in results]
+    return {status: statuses.count(status) for status in ("ingested", "unchanged", "skipped")} | {
+        "failed": statuses.count("error")}
 
 
 def result_dict(result: IngestResult) -> dict[str, Any]:
@@ -319,8 +327,7 @@ def run_ingest_job(ctx: Any, runtime: Any) -> dict[str, Any]:
     upload_dir = ctx.payload.get("upload_dir")
     if upload_dir:
         shutil.rmtree(upload_dir, ignore_errors=True)
-    return {"results": done, "ingested": sum(r["status"] != "error" for r in done),
-            "failed": sum(r["status"] == "error" for r in done)}
+    return {"results": done, **ingest_counts(done)}
 
 
 def run_reembed_job(ctx: Any, runtime: Any) -> dict[str, Any]:

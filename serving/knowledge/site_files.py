@@ -108,9 +108,9 @@ def select_files(
     """Expand files, folders (recursively) and globs into the documents to ingest.
 
     `include`/`exclude` are globs on the path relative to the folder given (`*` crosses folders;
-    a pattern without `/` also matches the file name alone). With `include`, only matching files
-    of a folder are taken, and an include overrides the generator defaults (e.g. `_sources/*`);
-    `exclude` always wins. `site_defaults=False` keeps generator boilerplate.
+    a pattern without `/` also matches the file name alone): with `include`, only matching files
+    of a folder are taken; `exclude` always wins. `site_defaults=False` keeps generator
+    boilerplate (e.g. to take Sphinx's `_sources/` instead of its HTML).
     """
     selection = FileSelection()
     seen: set[Path] = set()
@@ -194,14 +194,8 @@ def _judge(
     globs: Iterable[str],
 ) -> SelectedFile | SkippedFile:
     parts = PurePosixPath(rel).parts
-    if _matches(rel, exclude):
+    if _matches(rel, exclude) or (include and not _matches(rel, include)):
         return SkippedFile(path, rel, "excluded")
-    if include:
-        return (
-            SelectedFile(path, rel)
-            if _matches(rel, include)
-            else SkippedFile(path, rel, "excluded")
-        )
     if any(part.startswith(".") for part in parts):
         return SkippedFile(path, rel, "hidden")
     if any(part in set(folders) for part in parts[:-1]) or _matches(rel, globs):

@@ -35,8 +35,9 @@ def test_admin_creates_a_bot_and_a_key_that_chats(harness: Harness) -> None:
         assert created["key"] not in (row.prefix + row.secret_hash + row.name)
         assert row.last_used_at is None
 
+    question = {"role": "user", "content": "Where do I send my TPS report when it is done?"}
     r = harness.client.post("/v1/chat/completions", headers=harness.auth(created["key"]),
-                            json={**chat_body(), "model": "umbrella"})
+                            json={**chat_body(), "model": "umbrella", "messages": [question]})
     assert r.status_code == 200
     messages, params, _ = harness.backend.calls[-1]
     assert messages[0]["content"] == "Be brief." and params.temperature == 0.1 and params.max_tokens == 32

@@ -27,6 +27,9 @@ def test_bots_and_keys_from_the_cli(data_dir: Path) -> None:
     r = runner.invoke(cli, ["bots", "create", "acme", "--name", "Acme", "--system-prompt", "Be kind.",
                             "--temperature", "0.2"])
     assert r.exit_code == 0, r.output
+    assert "acme has no scope and no documents yet" in r.output  # it would answer anything
+    scoped = runner.invoke(cli, ["bots", "create", "lamps", "--scope", "Kestrel lamps and the Perch hub"])
+    assert scoped.exit_code == 0 and "no scope" not in scoped.output
     r = runner.invoke(cli, ["bots", "list"])
     assert "acme" in r.output and "Acme" in r.output
     r = runner.invoke(cli, ["keys", "create", "--bot", "acme", "--name", "site"])

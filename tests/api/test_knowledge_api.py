@@ -89,6 +89,43 @@ def test_out_of_scope_question_is_refused_without_a_model_call(demo) -> None:  #
     assert len(refused) == 2 and refused[0].guard["verdict"] == "refuse"
 
 
+def test_a_bot_with_documents_refuses_off_topic_questions_without_topics(demo) -> None:  # type: ignore[no-untyped-def]
+    """A new user's bot: a name, a scope sentence and documents, no topics or examples."""
+    client, backend, _ = demo
+    r = client.post("/api/bots", headers=_auth(ADMIN), json={
+        "slug": "zephyr", "name": "Zephyr scooters", "scope": "Support for Zephyr electric scooters.",
+        "refusal_message": "Sorry, I only know about Zephyr scooters."})
+    assert r.status_code == 201
+    manual = (b"# Zephyr manual\n\n## Charging\n\nThe Zephyr scooter charges in 4 hours with the "
+              b"supplied charger.\n\n## Brakes\n\nAdjust the rear brake with the 5 mm hex key.\n")
+    assert client.post("/api/bots/zephyr/documents", headers=_auth(ADMIN),
+                       files=[("files", ("manual.md", manual))]).status_code == 200
+    with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
+        from api.services.bots import get_bot
+
+        key = create_key(session, bots=[get_bot(session, "zephyr")])[1]
+    calls = len(backend.calls)
+
+    def ask(text: str) -> dict:  # type: ignore[type-arg]
+        r = client.post("/v1/chat/completions", headers=_auth(key),
+                        json={"model": "zephyr", "messages": [{"role": "user", "content": text}]})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    cooking = ask("How do I cook pasta al dente?")
+    assert cooking["refused"] is True and "only know about Zephyr" in cooking["choices"][0]["message"]["content"]
+    hello = ask("Hello, what can you help me with?")
+    reply = hello["choices"][0]["message"]["content"]
+    assert "refused" not in hello and "Zephyr scooters" in reply and "Support for Zephyr" in reply
+    assert len(backend.calls) == calls  # neither needed the model
+    ask("How long does the scooter take to charge?")
+    assert len(backend.calls) == calls + 1
+    rows = {x.id: x for x in _rows(client)}
+    assert rows[hello["id"]].flags == ["smalltalk"] and rows[hello["id"]].status == "completed"
+    assert rows[hello["id"]].guard["verdict"] == "smalltalk"
+    assert rows[cooking["id"]].status == "refused"
+
+
 def test_upload_reports_each_bad_file_and_ingests_the_rest(demo) -> None:  # type: ignore[no-untyped-def]
     client, _, _ = demo
     r = client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "uploads", "name": "Uploads"})
@@ -223,11 +260,34 @@ def test_cli_ingest_reports_bad_files_and_exits_1(tmp_path: Path, monkeypatch: p
     assert runner.invoke(cli, ["bots", "create", "w"]).exit_code == 0
     r = runner.invoke(cli, ["ingest", "w", str(folder)])
     assert r.exit_code == 1, r.output
-    assert "2 of 3 file(s) ingested" in r.output
+    assert "w: 2 ingested, 0 unchanged, 0 skipped, 1 failed" in r.output
     listed = runner.invoke(cli, ["documents", "list", "w"]).output
     assert "a.md" in listed and "sub/a.md" in listed  # same file name, different documents
     r = runner.invoke(cli, ["ingest", "w", str(folder / "*.md")])
-    assert r.exit_code == 0 and "unchanged" in r.output
+    assert r.exit_code == 0 and "w: 0 ingested, 1 unchanged" in r.output
+
+
+def test_cli_ingests_a_documentation_site_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from tests.serving.knowledge.doc_sites import build_sphinx_site
+
+    monkeypatch.setenv("SHADOWDESK_DATA_DIR", str(tmp_path / "data"))
+    site = build_sphinx_site(tmp_path / "html")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["bots", "create", "q"]).exit_code == 0
+    r = runner.invoke(cli, ["ingest", "q", str(site)])
+    assert r.exit_code == 0, r.output  # assets and boilerplate are not failures
+    assert "a sphinx site" in r.output
+    summary = r.output.strip().splitlines()[-1]
+    assert summary.startswith("q: 3 ingested, 0 unchanged, 14 skipped (1 hidden, 1 navigation only, "
+                              "12 site boilerplate), 0 failed · ")
+    assert "chunks/s" in summary and "✗" not in r.output
+    listed = runner.invoke(cli, ["documents", "list", "q"], env={"COLUMNS": "200"}).output
+    assert "usage/prune.html" in listed and "_sources" not in listed and "genindex" not in listed
+    r = runner.invoke(cli, ["ingest", "q", str(site), "--exclude", "usage/*", "--include", "*.html"])
+    assert r.exit_code == 0 and "q: 0 ingested, 2 unchanged" in r.output
 
 
 

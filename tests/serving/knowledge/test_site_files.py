@@ -57,8 +57,9 @@ def test_include_and_exclude_globs(tmp_path: Path) -> None:
     site = build_sphinx_site(tmp_path / "html")
     excluded = select_files([site], exclude=["usage/*", "index.html"])
     assert sources(excluded) == ["faq.html", "quickstart.html"]
-    # An include overrides the generator's defaults: the reStructuredText sources instead.
-    included = select_files([site], include=["_sources/*.rst.txt"])
+    assert sources(select_files([site], include=["*.html"])) == sources(select_files([site]))
+    # The reStructuredText sources instead of the HTML: without the generator's defaults.
+    included = select_files([site], include=["_sources/*.rst.txt"], site_defaults=False)
     assert sources(included) == [
         "_sources/faq.rst.txt",
         "_sources/quickstart.rst.txt",

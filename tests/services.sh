@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# What the test suite needs besides Python packages: PostgreSQL answering at 127.0.0.1:5432 and the
+# system Chromium (browser tests never download a browser). Brings up what it can (starts an
+# installed PostgreSQL, installs Chromium with apt when run as root or with password-less sudo);
+# otherwise says in one line what to do, before any test runs.
+set -u
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif sudo -n true 2>/dev/null; then sudo -n "$@"; else return 1; fi
+}
+
+fail() { echo "make test: $*" >&2; exit 1; }
+
+pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+if ! pg_up; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+  fi
+  pg_up || fail "PostgreSQL is not answering at 127.0.0.1:5432 (trust auth, database 'postgres'); start it, e.g. 'sudo pg_ctlcluster <version> main start', or install it: 'sudo apt-get install -y postgresql'"
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "make test: installing Chromium for the browser tests (apt-get)…" >&2
+  { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q chromium; } >/dev/null 2>&1
+  [ -x /usr/bin/chromium ] || fail "/usr/bin/chromium is missing and could not be installed here; run 'sudo apt-get update && sudo apt-get install -y chromium'"
+fi
+exit 0
