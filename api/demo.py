@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.services.bots import BotCreate, create_bot, find_bot
+from api.services.bots.management import BotCreate, create_bot, find_bot
 from serving.knowledge.demo import demo_documents, demo_scope
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def ensure_demo_bot(session: Session, *, base_model: str) -> str | None:
 
 def ingest_demo_documents(runtime: Any, bot_id: str) -> None:
     """Put the demo's documentation into the demo bot's knowledge base (first start only)."""
-    from api.services.knowledge import IngestSource, ingest_sources
+    from api.services.knowledge.documents import IngestSource, ingest_sources
 
     sources = [IngestSource(p, p.name) for p in demo_documents()]
     results = ingest_sources(runtime.knowledge, runtime.sessions, bot_id, sources)

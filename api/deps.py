@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 from api.errors import PermissionDenied
 from api.models import ApiKey
 from api.runtime import Runtime
-from api.services.keys import authenticate
+from api.services.access.keys import authenticate
 from api.settings import Settings
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """A session per request that commits on success and rolls back on error."""
+    """A session per request that commits on success and rolls back on error, before the response
+    is sent (`scope="function"` below): a client never sees a success its write did not have, and
+    the after-commit hook has run by the next request."""
     with request.app.state.sessions() as session, session.begin():
         yield session
 
@@ -29,7 +31,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def current_key(request: Request, session: SessionDep) -> ApiKey:

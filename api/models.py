@@ -40,7 +40,7 @@ class Bot(Base):
     max_tokens: Mapped[int] = mapped_column(Integer, default=256)
     # Knowledge base and scope guard settings (serving.knowledge), validated by api.services.knowledge.
     knowledge: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # Shadow sampling, review sampling, decision thresholds, annotation threshold (api.services.policy).
+    # Shadow sampling, review sampling, decision thresholds, annotation threshold (api.services.bots.policy).
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The alias clients reach: moving it promotes a release, moving it back rolls back.
     live_release_id: Mapped[str | None] = mapped_column(

@@ -1,25 +1,31 @@
-"""Everything a running Shadowdesk process holds: settings, database, model backend, knowledge base,
-job worker. Built once by the app factory (or the CLI / a standalone worker) and handed to services
-and job handlers, so none of them reaches for globals."""
+"""The composition root: everything a running Shadowdesk process holds — settings, database,
+model backend, knowledge, caches, the exchange writer, the job worker — built by `build_runtime`
+and brought up by `Runtime.start`, the same way for the server, every CLI command and the worker.
+Services and job handlers receive the runtime; none of them reaches for globals."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from api.db import make_engine, make_session_factory, transaction
 from api.metrics import Metrics
 from api.settings import Settings
+from api.unit_of_work import ACCESS, JOBS, Change, install_after_commit
 from serving.backend import Backend
 
 if TYPE_CHECKING:
     from api.jobs.worker import WorkerPool
-    from api.services.access import AccessCache
-    from api.services.annotations import AnnotationIndex
-    from api.services.knowledge import KnowledgeHub
+    from api.services.access.cache import AccessCache
+    from api.services.chat.exchange_writer import ExchangeWriter
+    from api.services.knowledge.registry import KnowledgeRegistry
+    from api.services.review.annotations import AnnotationIndex
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +35,105 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    backend: Backend
+    access: AccessCache
+    writer: ExchangeWriter
     metrics: Metrics = field(default_factory=Metrics)
     worker: WorkerPool | None = None
-    access: AccessCache | None = None
-    _knowledge: KnowledgeHub | None = None
+    _backend: Backend | None = None
+    _knowledge: KnowledgeRegistry | None = None
     _annotations: AnnotationIndex | None = None
+    _backend_started: bool = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(
+        self,
+        *,
+        backend: bool = True,
+        worker: bool = False,
+        worker_kinds: Collection[str] | None = None,
+        demo: bool = False,
+    ) -> None:
+        """Bring the process up: upgrade the embedded schema, start the backend (and load the
+        adapters of live and candidate releases, which an upstream that restarted has forgotten),
+        seed the demo bot (`demo`), start the exchange writer and, with `worker`, run background
+        jobs of `worker_kinds` (all by default) in this process."""
+        from api.jobs.handlers import bind
+        from api.jobs.worker import WorkerPool
+        from api.services.releases.lifecycle import load_active_adapters
+
+        if self.settings.should_auto_migrate:
+            from api.migrate import upgrade
+
+            await run_in_threadpool(upgrade, self.settings)
+        if backend:
+            await self.backend.start()
+            self._backend_started = True
+            await load_active_adapters(self)
+        if demo and self.settings.create_demo_bot:
+            await run_in_threadpool(self._seed_demo)
+        self.writer.start()
+        if worker:
+            handlers = bind(self)
+            unknown = set(worker_kinds or ()) - set(handlers)
+            if unknown:
+                raise ValueError(f"unknown job kind(s): {', '.join(sorted(unknown))}")
+            if worker_kinds:
+                handlers = {k: v for k, v in handlers.items() if k in worker_kinds}
+            self.worker = WorkerPool(
+                self.sessions,
+                handlers,
+                lease_s=self.settings.job_lease_s,
+                shadow_lanes=self.settings.shadow_concurrency,
+            )
+            self.worker.start()
+
+    async def stop(self) -> None:
+        """Let running jobs finish (up to 30 s), close the backend, flush the writer."""
+        if self.worker is not None:
+            self.worker.stop()
+            await self.worker.wait_stopped(timeout=30)
+        if self._backend_started:
+            await self.backend.close()
+        self.writer.stop()
+        self.engine.dispose()
+
+    def _seed_demo(self) -> None:
+        from api.demo import ensure_demo_bot, ingest_demo_documents
+
+        with transaction(self.sessions) as session:
+            created = ensure_demo_bot(session, base_model=self.settings.model)
+        if created is not None:
+            log.info("created the demo bot (slug 'demo'); indexing its documentation")
+            ingest_demo_documents(self, created)
+
+    # -- parts built on first use -----------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The model backend (built on first use: importing an engine takes seconds; a CLI command
+        that never generates never pays for it)."""
+        if self._backend is None:
+            self._backend = build_backend(self.settings)
+        return self._backend
 
     @property
     def knowledge_opened(self) -> bool:
         return self._knowledge is not None
 
     @property
-    def knowledge(self) -> KnowledgeHub:
-        """The knowledge base (opened on first use: it loads the embedding model)."""
+    def knowledge(self) -> KnowledgeRegistry:
+        """Knowledge engines (opened on first use: they load the embedding model)."""
         if self._knowledge is None:
-            from api.services.knowledge import open_knowledge_base
+            from api.services.knowledge.registry import KnowledgeRegistry
 
-            self._knowledge = open_knowledge_base(self.settings)
+            self._knowledge = KnowledgeRegistry(self.settings)
         return self._knowledge
-
-    def notify_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.notify()
 
     @property
     def annotations(self) -> AnnotationIndex:
         """Matches client questions to approved annotations. Questions are embedded with the default
         embedding model, loaded only once a bot has annotations."""
         if self._annotations is None:
-            from api.services.annotations import AnnotationIndex
+            from api.services.review.annotations import AnnotationIndex
 
             def embed(texts: list[str]) -> list[list[float]]:
                 return self.knowledge.base(self.settings.embedder).embedder.embed_documents(texts)
@@ -66,7 +141,64 @@ class Runtime:
             self._annotations = AnnotationIndex(self.sessions, embed)
         return self._annotations
 
-    def notify_access_changed(self) -> None:
-        """A key, bot or release alias changed in this process: drop cached lookups at once."""
-        if self.access is not None:
-            self.access.forget()
+    # -- after commit -----------------------------------------------------------------------------
+    def notify_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.notify()
+
+    def after_commit(self, changes: Iterable[Change]) -> None:
+        """What committed changes mean for this process's caches and worker (see unit_of_work)."""
+        for change in changes:
+            if change == ACCESS:
+                self.access.forget()
+            elif change == JOBS:
+                self.notify_worker()
+            elif isinstance(change, tuple) and change[0] == "annotations":
+                if self._annotations is not None:
+                    self._annotations.invalidate(change[1])
+
+
+def build_runtime(settings: Settings, *, backend: Backend | None = None) -> Runtime:
+    """The runtime the settings describe; nothing is started (`await runtime.start()`).
+    `backend` overrides the configured one (tests, embedding)."""
+    from api.deps import bootstrap_admin_secret
+    from api.services.access.cache import AccessCache
+    from api.services.chat.exchange_writer import ExchangeWriter
+
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        _backend=backend,
+        access=AccessCache(sessions, settings.access_cache_ttl_s, bootstrap_admin_secret(settings)),
+        writer=ExchangeWriter(engine),
+    )
+    install_after_commit(sessions, runtime.after_commit)
+    return runtime
+
+
+def build_backend(settings: Settings) -> Backend:
+    """The serving backend the settings ask for (heavy engines are imported only when chosen; none
+    loads a model before `start`)."""
+    if settings.backend == "openai":
+        from serving.openai_backend import OpenAIBackend
+
+        assert settings.upstream_url is not None  # enforced by Settings
+        key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else "none"
+        return OpenAIBackend(
+            base_url=settings.upstream_url,
+            api_key=key,
+            model=settings.model,
+            timeout=settings.backend_timeout_s,
+        )
+    from serving.transformers_backend import TransformersBackend
+
+    return TransformersBackend(
+        settings.model,
+        max_batch_size=settings.max_batch_size,
+        torch_threads=settings.torch_threads,
+        # A GGUF is converted to an HF folder once; later starts load that in under a second.
+        cache_dir=settings.data_dir / "models",
+    )

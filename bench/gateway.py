@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,12 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import run_load
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.servers import free_port
 
 
 async def wait_ready(url: str, timeout: float = 60.0) -> None:
@@ -72,7 +66,7 @@ def stack_env(data_dir: str, stub_port: int, **extra: str) -> dict[str, str]:
 def start_stack(env: dict[str, str], stub_port: int, gw_port: int, chunks: int) -> list[subprocess.Popen[bytes]]:
     """Start the stub upstream and `shadowdesk serve` as separate processes."""
     return [
-        subprocess.Popen([sys.executable, str(ROOT / "bench" / "stub_upstream.py"), "--port", str(stub_port),
+        subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "stub_upstream.py"), "--port", str(stub_port),
                           "--chunks", str(chunks)], cwd=ROOT),
         subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(gw_port), "--log-level", "warning",
                           "--no-access-log"], env=env, cwd=ROOT),

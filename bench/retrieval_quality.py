@@ -145,7 +145,7 @@ def naive_index(doc_set: DocSet, embedder: SentenceTransformerEmbedder, cache: P
 
 
 def evaluate(doc_set: DocSet, embedder: SentenceTransformerEmbedder, args: argparse.Namespace) -> dict[str, object]:
-    from api.services.knowledge import KnowledgeConfig
+    from api.services.knowledge.config import KnowledgeConfig
 
     config = KnowledgeConfig()
     chunking = ChunkingConfig(size=args.chunk_size, overlap=args.chunk_overlap)

@@ -11,8 +11,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.deps import SessionDep
-from api.services.staff import Actor
-from api.services.staff_sessions import (
+from api.services.access.staff import Actor
+from api.services.access.staff_sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     SAFE_METHODS,

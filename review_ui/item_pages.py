@@ -9,8 +9,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from api.deps import SessionDep
 from api.errors import ApiError
-from api.services import review_queue, reviews
-from api.services.answer_edits import word_diff
+from api.services.review import queue as review_queue
+from api.services.review import verdicts as reviews
+from api.services.review.answer_edits import word_diff
 from review_ui.auth import ViewerDep
 from review_ui.queue_pages import filter_query, page_filter
 from review_ui.rendering import render
@@ -72,12 +73,8 @@ def review_item(
     the next pending item."""
     flt, selected = page_filter(session, viewer.actor, bot, status, filter_reason, release)
     verdict, _, reason = action.partition(":")
-    outcome = reviews.act(session, viewer.actor, item_id, reviews.Verdict(
+    reviews.act(session, viewer.actor, item_id, reviews.Verdict(
         verdict, corrected_text if verdict == "corrected" else None, reason or None, comment, apply_to_group))
-    session.commit()  # before the annotation cache reloads
-    index = request.app.state.runtime.annotations
-    if outcome.annotations_changed and index is not None:
-        index.invalidate(outcome.item.bot_id)
     query = filter_query(review_queue.QueueFilter(flt.bot_id, "pending", flt.reason, flt.release_id), selected,
                          status=None, prev=item_id)
     return RedirectResponse(f"/review/next?{query}", status_code=303)

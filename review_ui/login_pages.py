@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from api.deps import SessionDep
 from api.errors import ApiError
-from api.services.staff_sessions import (
+from api.services.access.staff_sessions import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,

@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from api.deps import SessionDep
 from api.errors import ApiError, InvalidRequest
-from api.services import annotations as annotation_service
-from api.services import review_metrics
-from api.services.bots import get_bot
-from api.services.staff import require_bot, reviewable_bots
+from api.services.access.staff import require_bot, reviewable_bots
+from api.services.bots.management import get_bot
+from api.services.review import annotations as annotation_service
+from api.services.review import metrics as review_metrics
 from review_ui.auth import ViewerDep
 from review_ui.charts import DayValue, Threshold, modified_share_chart
 from review_ui.rendering import render
@@ -78,10 +78,6 @@ def save_thresholds(
         message = exc.message if isinstance(exc, ApiError) else "Thresholds must be numbers: reviews ≥ 1, " \
             "shares between 0 and 100 %."
         return _render(request, viewer, session, slug, None, 30, message, status_code=400)
-    session.commit()
-    index = request.app.state.runtime.annotations
-    if index is not None:
-        index.invalidate(bot.id)
     return RedirectResponse(f"/review/metrics?bot={slug}", status_code=303)
 
 
@@ -94,10 +90,6 @@ def toggle_annotation(
     row = annotation_service.set_enabled(session, viewer.actor, annotation_id, enabled)
     page = render(request, "partials/annotation_row.html",
                   {"a": row, "viewer": viewer, "answered": annotation_service.answered_counts(session, row.bot_id)})
-    session.commit()  # before the annotation cache reloads
-    index = request.app.state.runtime.annotations
-    if index is not None:
-        index.invalidate(row.bot_id)
     return page
 
 

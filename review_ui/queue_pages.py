@@ -9,16 +9,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.deps import SessionDep
-from api.services import reviews
-from api.services.releases import list_releases
-from api.services.review_queue import (
+from api.services.access.staff import Actor, reviewable_bots
+from api.services.releases.lifecycle import list_releases
+from api.services.review import verdicts as reviews
+from api.services.review.queue import (
     REJECT_REASONS,
     STATUSES,
     QueueFilter,
     list_queue,
     resolve_filter,
 )
-from api.services.staff import Actor, reviewable_bots
 from review_ui.auth import ViewerDep
 from review_ui.rendering import render
 

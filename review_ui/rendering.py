@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
-from api.services.answer_edits import DiffSpan
+from api.services.review.answer_edits import DiffSpan
 
 # Scripts and styles come only from /review/static (htmx's inline indicator style is switched off
 # in base.html), so an injected tag could not run anything; pages cannot be framed.

@@ -7,9 +7,9 @@ Everything that generates text (chat, shadow answers, dataset generation, evalua
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 FinishReason = Literal["stop", "length", "error", "interrupted"]
 
@@ -28,6 +28,27 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored with an exchange; `from_dict` reads it back)."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": list(self.stop),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], defaults: GenerationParams) -> GenerationParams:
+        """Parameters stored by `to_dict`; what is missing comes from `defaults`."""
+        return cls(
+            max_tokens=int(data.get("max_tokens") or defaults.max_tokens),
+            temperature=float(data.get("temperature", defaults.temperature)),
+            top_p=float(data.get("top_p", defaults.top_p)),
+            stop=tuple(data.get("stop") or defaults.stop),
+            seed=data.get("seed", defaults.seed),
+        )
 
 
 @dataclass(frozen=True)

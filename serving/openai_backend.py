@@ -1,6 +1,6 @@
 """`OpenAIBackend`: any OpenAI-compatible upstream (a vLLM server, Azure OpenAI, OpenAI).
 
-The HTTP client is aiohttp, chosen by measurement against bench/stub_upstream.py (16-chunk
+The HTTP client is aiohttp, chosen by measurement against tests/support/stub_upstream.py (16-chunk
 streamed answers, client CPU per request, 2-core machine): `openai` SDK ~3200 us; httpx ~820 us at
 1 in flight, growing to ~2200 us at 128 (its connection pool rescans every connection on each
 request); httpx2 ~700-900 us; aiohttp ~130-220 us, flat with concurrency. That CPU is gateway

@@ -17,6 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 
+pytest_plugins = ["tests.support.databases"]
+
 import asyncio  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
 

@@ -16,9 +16,9 @@ RuntimeHandler = Callable[[JobContext, Runtime], dict[str, Any]] | Callable[
 
 def registry() -> dict[str, RuntimeHandler]:
     """kind -> handler. Imported lazily so that a process only loads the engines its jobs need."""
-    from api.services.knowledge import run_ingest_job, run_reembed_job
-    from api.services.review_feed import run_review_feed_job
-    from api.services.shadow import run_shadow_job
+    from api.services.knowledge.jobs import run_ingest_job, run_reembed_job
+    from api.services.releases.shadow import run_shadow_job
+    from api.services.review.feed import run_review_feed_job
 
     return {
         "ingest": run_ingest_job,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from api.errors import NotFound
 from api.ids import new_id
 from api.models import Job
+from api.unit_of_work import JOBS, changed
 
 
 def _now() -> datetime:
@@ -36,6 +37,7 @@ def enqueue(
               max_attempts=max_attempts, progress={})
     session.add(job)
     session.flush()
+    changed(session, JOBS)
     return job
 
 

@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 from api.deps import AdminKey, SessionDep
 from api.errors import InvalidRequest
 from api.models import ApiKey, Bot, Exchange
-from api.services import bots as bot_service
-from api.services import exchanges as exchange_service
-from api.services import keys as key_service
-from api.services.knowledge import knowledge_of
-from api.services.policy import policy_of
+from api.services.access import keys as key_service
+from api.services.bots import management as bot_service
+from api.services.bots.policy import policy_of
+from api.services.chat import exchanges as exchange_service
+from api.services.knowledge.config import knowledge_of
 
 router = APIRouter(prefix="/api")
 
@@ -112,18 +112,13 @@ def get_bot(slug: str, _: AdminKey, session: SessionDep) -> BotOut:
 
 
 @router.patch("/bots/{slug}")
-def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep, request: Request) -> BotOut:
-    bot = bot_service.update_bot(session, slug, data)
-    session.commit()
-    request.app.state.runtime.notify_access_changed()
-    return BotOut.of(bot)
+def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep) -> BotOut:
+    return BotOut.of(bot_service.update_bot(session, slug, data))
 
 
 @router.delete("/bots/{slug}", status_code=204)
-def delete_bot(slug: str, _: AdminKey, session: SessionDep, request: Request) -> Response:
+def delete_bot(slug: str, _: AdminKey, session: SessionDep) -> Response:
     bot_service.delete_bot(session, slug)
-    session.commit()
-    request.app.state.runtime.notify_access_changed()
     return Response(status_code=204)
 
 
@@ -142,11 +137,8 @@ def list_keys(_: AdminKey, session: SessionDep) -> list[KeyOut]:
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: str, _: AdminKey, session: SessionDep, request: Request) -> KeyOut:
-    key = key_service.revoke_key(session, key_id)
-    session.commit()
-    request.app.state.runtime.notify_access_changed()
-    return KeyOut.of(key)
+def revoke_key(key_id: str, _: AdminKey, session: SessionDep) -> KeyOut:
+    return KeyOut.of(key_service.revoke_key(session, key_id))
 
 
 @router.get("/exchanges")

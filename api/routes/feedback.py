@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from api.db import transaction
 from api.deps import bearer_token, bootstrap_admin_secret
 from api.runtime import Runtime
-from api.services.exchanges import record_feedback
-from api.services.keys import authenticate
+from api.services.access.keys import authenticate
+from api.services.chat.exchanges import record_feedback
 
 router = APIRouter()
 
@@ -33,7 +33,5 @@ async def give_feedback(exchange_id: str, body: Feedback, request: Request) -> d
             key = authenticate(session, token, bootstrap_admin=bootstrap_admin_secret(runtime.settings))
             record_feedback(session, key, exchange_id, body.rating)
 
-    await run_in_threadpool(record)
-    if body.rating == "down":
-        runtime.notify_worker()
+    await run_in_threadpool(record)  # a thumbs-down queues a review job: the commit wakes the worker
     return {"exchange_id": exchange_id, "rating": body.rating}

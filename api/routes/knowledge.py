@@ -17,8 +17,9 @@ from api.errors import InvalidRequest
 from api.jobs import queue
 from api.models import Document, Job
 from api.runtime import Runtime
-from api.services import bots as bot_service
-from api.services import knowledge as kb_service
+from api.services.bots import management as bot_service
+from api.services.knowledge import documents as kb_service
+from api.services.knowledge.config import KnowledgeConfig, knowledge_of, update_knowledge
 
 router = APIRouter(prefix="/api")
 
@@ -77,10 +78,8 @@ async def upload_documents(
 
     outcome = await run_in_threadpool(accept)
     if outcome.job is not None:
-        runtime.notify_worker()
         return JSONResponse({"job": JobOut.of(outcome.job).model_dump(mode="json"), "rejected": outcome.rejected},
                             status_code=202, headers={"Location": f"/api/jobs/{outcome.job.id}"})
-    runtime.notify_access_changed()  # the bot may now have documents
     body = outcome.results or []
     counts = kb_service.ingest_counts(body)
     # 422 only when every file failed: a batch with any success, skip or no-op is a 200.
@@ -104,35 +103,24 @@ async def delete_document(slug: str, doc_id: str, request: Request, _: AdminKey)
         return kb_service.delete_document(runtime.knowledge, runtime.sessions, bot_id, doc_id)
 
     removed = await run_in_threadpool(remove)
-    runtime.notify_access_changed()
     return {"doc_id": doc_id, "chunks_removed": removed}
 
 
 @router.get("/bots/{slug}/knowledge")
-def get_knowledge(slug: str, _: AdminKey, session: SessionDep) -> kb_service.KnowledgeConfig:
-    return kb_service.knowledge_of(bot_service.get_bot(session, slug).knowledge)
+def get_knowledge(slug: str, _: AdminKey, session: SessionDep) -> KnowledgeConfig:
+    return knowledge_of(bot_service.get_bot(session, slug).knowledge)
 
 
 @router.put("/bots/{slug}/knowledge", response_model=None)
 def put_knowledge(
-    slug: str, config: kb_service.KnowledgeConfig, request: Request, _: AdminKey, session: SessionDep
+    slug: str, config: KnowledgeConfig, request: Request, _: AdminKey, session: SessionDep
 ) -> JSONResponse:
     """Replace the bot's knowledge settings. A new embedding model starts a re-embedding job; the bot
     switches to it once every document is re-embedded (202 with the job)."""
     runtime: Runtime = request.app.state.runtime
-    bot = bot_service.get_bot(session, slug)
-    current = kb_service.knowledge_of(bot.knowledge)
-    wanted = config.model_dump()
-    job = None
-    if (config.embedder or runtime.settings.embedder) != (current.embedder or runtime.settings.embedder):
-        wanted["embedder"] = current.embedder  # switched by the job when done
-        job = queue.enqueue(session, "reembed", {"embedder": config.embedder or runtime.settings.embedder},
-                            bot_id=bot.id)
-    bot.knowledge = wanted
-    session.commit()
-    runtime.notify_access_changed()
+    wanted, job = update_knowledge(session, bot_service.get_bot(session, slug), config,
+                                   default_embedder=runtime.settings.embedder)
     if job is not None:
-        runtime.notify_worker()
         return JSONResponse({"knowledge": wanted, "job": JobOut.of(job).model_dump(mode="json")}, status_code=202)
     return JSONResponse({"knowledge": wanted})
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import CurrentKey, SessionDep
 from api.schemas.openai import Model, ModelList
-from api.services.bots import list_bots
+from api.services.bots.management import list_bots
 
 router = APIRouter()
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 
 from api.deps import AdminKey, RuntimeDep, SessionDep
 from api.models import ApiKey
-from api.services import releases as service
-from api.services.audit import NamedActor
-from api.services.releases import AliasMove, ReleaseCreate, ReleaseView
+from api.services.access.audit import NamedActor
+from api.services.releases import lifecycle as service
+from api.services.releases.lifecycle import AliasMove, ReleaseCreate, ReleaseView
 
 router = APIRouter(prefix="/api/bots/{slug}/releases", tags=["releases"])
 

@@ -13,15 +13,9 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep, bearer_token, bootstrap_admin_secret
 from api.errors import AuthenticationFailed, NotFound, PermissionDenied
 from api.models import Annotation, Bot, Review
-from api.services import annotations as annotation_service
-from api.services import review_metrics
-from api.services import reviews as review_service
-from api.services.answer_edits import word_diff
-from api.services.bots import get_bot
-from api.services.keys import authenticate
-from api.services.review_queue import LockInfo, list_queue, resolve_filter
-from api.services.staff import Actor, require_bot, reviewable_bots
-from api.services.staff_sessions import (
+from api.services.access.keys import authenticate
+from api.services.access.staff import Actor, require_bot, reviewable_bots
+from api.services.access.staff_sessions import (
     CSRF_HEADER,
     SAFE_METHODS,
     SESSION_COOKIE,
@@ -31,6 +25,12 @@ from api.services.staff_sessions import (
     login_throttle,
     resolve_session,
 )
+from api.services.bots.management import get_bot
+from api.services.review import annotations as annotation_service
+from api.services.review import metrics as review_metrics
+from api.services.review import verdicts as review_service
+from api.services.review.answer_edits import word_diff
+from api.services.review.queue import LockInfo, list_queue, resolve_filter
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -209,13 +209,6 @@ def _bot(session: SessionDep, actor: Actor, slug: str) -> Bot:
         raise NotFound(f"No bot '{slug}'.", param="bot") from exc
 
 
-def _invalidate_annotations(request: Request, bot_id: str) -> None:
-    """This process's annotation matcher drops the bot's cached annotations (others re-check soon)."""
-    index = request.app.state.runtime.annotations
-    if index is not None:
-        index.invalidate(bot_id)
-
-
 @router.post("/session")
 def login(data: LoginIn, request: Request, response: Response, session: SessionDep) -> MeOut:
     settings = request.app.state.settings
@@ -299,9 +292,6 @@ def unlock_item(item_id: str, actor: ReviewActor, session: SessionDep) -> Respon
 @router.post("/items/{item_id}/review")
 def review_item(item_id: str, data: VerdictIn, actor: ReviewActor, session: SessionDep, request: Request) -> OutcomeOut:
     outcome = review_service.act(session, actor, item_id, review_service.Verdict(**data.model_dump()))
-    session.commit()  # before the annotation cache reloads
-    if outcome.annotations_changed:
-        _invalidate_annotations(request, outcome.item.bot_id)
     review = outcome.review
     diff = word_diff(review.original_text, review.corrected_text) if review.corrected_text is not None else []
     return OutcomeOut(
@@ -338,8 +328,6 @@ def update_thresholds(
 ) -> dict[str, Any]:
     bot = _bot(session, actor, slug)
     policy = review_metrics.update_thresholds(session, actor, bot, data)
-    session.commit()
-    _invalidate_annotations(request, bot.id)
     return review_metrics.thresholds(policy)
 
 
@@ -357,7 +345,4 @@ def patch_annotation(
     annotation_id: str, data: AnnotationPatch, actor: ReviewActor, session: SessionDep, request: Request
 ) -> AnnotationOut:
     row = annotation_service.set_enabled(session, actor, annotation_id, data.enabled)
-    out = AnnotationOut.of(row, annotation_service.answered_counts(session, row.bot_id))
-    session.commit()  # before the annotation cache reloads
-    _invalidate_annotations(request, row.bot_id)
-    return out
+    return AnnotationOut.of(row, annotation_service.answered_counts(session, row.bot_id))

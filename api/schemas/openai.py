@@ -110,13 +110,16 @@ class AssistantMessage(BaseModel):
 
 
 class Citation(BaseModel):
-    """Extension: a source passage the answer was grounded on."""
+    """Extension: a source passage the answer was grounded on ([marker] in the answer)."""
 
+    marker: int
     document: str
+    title: str = ""
     heading_path: list[str] = []
     page: int | None = None
     score: float
     chunk_id: str | None = None
+    doc_id: str | None = None
 
 
 class Choice(BaseModel):
@@ -127,16 +130,45 @@ class Choice(BaseModel):
 
 
 class ChatCompletion(BaseModel):
-    id: str
+    """The answer of `POST /v1/chat/completions` without `stream`."""
+
+    id: str = Field(description="The stored exchange's id.")
     object: Literal["chat.completion"] = "chat.completion"
     created: int
-    model: str
+    model: str = Field(description="The bot's slug.")
     choices: list[Choice]
     usage: Usage
-    system_fingerprint: str | None = None
     # Extensions (ignored by OpenAI clients, available as extra fields).
     conversation_id: str | None = None
+    citations: list[Citation] | None = Field(None, description="Sources of a grounded answer.")
+    refused: bool | None = Field(None, description="True when the bot refused (out of scope).")
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed answer (`data: {...}`), then `data: [DONE]`. The last
+    chunk with a `finish_reason` carries the extensions; with `stream_options.include_usage` a final
+    chunk with no choices carries the usage."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
     citations: list[Citation] | None = None
+    refused: bool | None = None
 
 
 class Model(BaseModel):

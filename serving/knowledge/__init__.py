@@ -16,7 +16,6 @@ from serving.knowledge.context import (
     Citation,
     ContextBlock,
     build_context,
-    grounded_messages,
 )
 from serving.knowledge.embedders import (
     Embedder,
@@ -78,7 +77,6 @@ __all__ = [
     "chunk_document",
     "collection_name",
     "document_id",
-    "grounded_messages",
     "load_embedder",
     "parse_document",
 ]

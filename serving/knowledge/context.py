@@ -7,7 +7,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serving.backend import ChatMessage
 from serving.knowledge.retriever import Passage
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -80,19 +79,3 @@ def build_context(passages: Sequence[Passage], *, max_chars: int = 6000) -> Cont
         citations.append(citation)
         used += len(entry) + 2
     return ContextBlock("\n\n".join(parts), tuple(citations))
-
-
-def grounded_messages(
-    system_prompt: str,
-    question: str,
-    context: ContextBlock,
-    history: Sequence[ChatMessage] = (),
-) -> list[ChatMessage]:
-    """Chat messages for a retrieval-augmented answer: the bot's system prompt, the grounding
-    rules and the numbered sources in the system message, then the history and the question."""
-    system = f"{system_prompt.strip()}\n\n{GROUNDING_RULES}\n\nSources:\n{context.text}".strip()
-    return [
-        {"role": "system", "content": system},
-        *history,
-        {"role": "user", "content": question},
-    ]

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import transaction
 from api.ids import new_id
 from api.models import Bot, Exchange, ReviewItem, ShadowAnswer
-from api.services.audit import CLI_ACTOR
-from api.services.bots import get_bot
-from api.services.staff import Actor, create_user
+from api.services.access.audit import CLI_ACTOR
+from api.services.access.staff import Actor, create_user
+from api.services.bots.management import get_bot
 from tests.api.conftest import Harness
 
 PASSWORD = "correct horse battery"
@@ -61,7 +61,7 @@ def queue(h: Harness, exchange_id: str, *, group: str | None = None, priority: f
         release_id, shadow_id = exchange.release_id, None
         if shadow_answer is not None:
             from api.models import Release
-            from api.services.bots import next_release_version
+            from api.services.bots.management import next_release_version
 
             bot = session.get(Bot, exchange.bot_id)
             assert bot is not None

@@ -16,18 +16,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.db import transaction
-from api.services.audit import CLI_ACTOR
-from api.services.bots import BotCreate, create_bot, find_bot, get_bot
-from api.services.keys import create_key
-from api.services.review_queue import QueueFilter, list_queue
-from api.services.staff import Actor, create_user
+from api.services.access.audit import CLI_ACTOR
+from api.services.access.keys import create_key
+from api.services.access.staff import Actor, create_user
+from api.services.bots.management import BotCreate, create_bot, find_bot, get_bot
+from api.services.review.queue import QueueFilter, list_queue
 from api.settings import Settings
 from serving.backend import ChatMessage, Finished, GenerationParams, StreamEvent, TextDelta
 
 # The API tests' app harness (SQLite and PostgreSQL) serves the plain-HTTP page tests.
-from tests.api.conftest import database_url, harness, postgres_server, postgres_url, settings  # noqa: F401
+from tests.api.conftest import harness  # noqa: F401 - the API fixtures, for the review pages too
 from tests.fakes import ScriptedBackend
-from tests.serving.stub_server import serve_app
+from tests.support.servers import serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -75,7 +75,7 @@ class Site:
             bot = find_bot(session, slug) or create_bot(
                 session, BotCreate(slug=slug, name=slug.capitalize()), base_model="scripted-model")
             if candidate_prompt is not None:
-                from api.services.releases import ReleaseCreate, create_release
+                from api.services.releases.lifecycle import ReleaseCreate, create_release
 
                 create_release(session, slug, ReleaseCreate(system_prompt=candidate_prompt, candidate=True),
                                default_base_model="scripted-model", actor=CLI_ACTOR)

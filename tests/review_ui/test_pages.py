@@ -7,7 +7,7 @@ import re
 
 from fastapi.testclient import TestClient
 
-from api.services.staff_sessions import CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from api.services.access.staff_sessions import CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from tests.api.conftest import Harness
 from tests.api.review_fixtures import PASSWORD, ask, queue, staff, stop_review_feed
 

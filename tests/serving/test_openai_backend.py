@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.stub_upstream import DEFAULT_MODEL, StubUpstream, answer_chunks, create_app
 from serving.backend import (
     BackendError,
     BackendTimeout,
@@ -20,7 +19,8 @@ from serving.backend import (
     TextDelta,
 )
 from serving.openai_backend import OpenAIBackend
-from tests.serving.stub_server import serve_app
+from tests.support.servers import serve_app
+from tests.support.stub_upstream import DEFAULT_MODEL, StubUpstream, answer_chunks, create_app
 
 CHUNKS = 5
 MESSAGES: list[ChatMessage] = [

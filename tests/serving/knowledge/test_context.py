@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.knowledge.context import GROUNDING_RULES, build_context, grounded_messages
+from serving.knowledge.context import build_context
 from serving.knowledge.retriever import Passage
 
 
@@ -51,15 +51,3 @@ def test_context_stops_at_the_character_budget() -> None:
     assert len(context.citations) == 2 and len(context.text) <= 1000
     lone = build_context([passage(1, "y" * 5000)], max_chars=300)
     assert len(lone.citations) == 1 and len(lone.text) == 300
-
-
-def test_grounded_messages_put_rules_and_sources_in_the_system_message() -> None:
-    context = build_context([passage(1, "Hold 10 s.")])
-    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]
-    messages = grounded_messages(
-        "You are Kestrel's assistant.", "How do I reset?", context, history
-    )  # type: ignore[arg-type]
-    assert messages[0]["role"] == "system"
-    assert messages[0]["content"].startswith("You are Kestrel's assistant.\n\n" + GROUNDING_RULES)
-    assert messages[0]["content"].endswith("Sources:\n[1] file1.md › Setup\nHold 10 s.")
-    assert messages[1:] == [*history, {"role": "user", "content": "How do I reset?"}]

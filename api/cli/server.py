@@ -1,0 +1,89 @@
+"""`shadowdesk serve`, `shadowdesk worker` and `shadowdesk db …`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from api.cli.common import console, err, load_settings
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = True,
+) -> None:
+    """Start the API server (loads the model, upgrades the embedded database, creates the demo bot)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(
+        create_app(load_settings()), host=host, port=port, log_level=log_level, access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def worker(
+    kinds: Annotated[
+        list[str] | None, typer.Option("--kind", help="Only these job kinds (repeatable), e.g. shadow.")
+    ] = None,
+) -> None:
+    """Run background jobs (shadow answers, ingestion, re-embedding, …) in this process, claiming them
+    from the shared database; run as many as you like next to servers started with
+    SHADOWDESK_RUN_WORKER=false. Starts like the server: the backend, with the adapters of live and
+    candidate releases loaded."""
+    import logging
+    import signal
+
+    from api.runtime import build_runtime
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime = build_runtime(load_settings())
+
+    async def main() -> None:
+        try:
+            await runtime.start(worker=True, worker_kinds=kinds)
+        except ValueError as exc:  # unknown job kinds
+            err.print(f"[red]{exc}[/red]")
+            await runtime.stop()
+            raise typer.Exit(2) from exc
+        assert runtime.worker is not None
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        err.print(f"worker running: {', '.join(runtime.worker.kinds)}")
+        try:
+            await stopped.wait()
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (production databases are never upgraded implicitly)."""
+    from api.migrate import current_heads, upgrade
+
+    settings = load_settings()
+    upgrade(settings, revision)
+    at, heads = current_heads(settings)
+    console.print(f"database at {', '.join(sorted(at)) or 'base'} (code head: {', '.join(sorted(heads))})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's schema revision and the code's."""
+    from api.migrate import current_heads
+
+    at, heads = current_heads(load_settings())
+    console.print(f"database at {', '.join(sorted(at)) or 'base'} (code head: {', '.join(sorted(heads))})")
+    if at != heads:
+        raise typer.Exit(1)

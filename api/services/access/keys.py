@@ -1,0 +1,92 @@
+"""API keys: random secrets shown once, stored as SHA-256 hashes, scoped to bots or admin, revocable.
+
+SHA-256 (not argon2) is right here: the secrets carry 256 bits of randomness, so a slow hash adds
+nothing but latency to every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import AuthenticationFailed, InvalidRequest, NotFound
+from api.ids import new_id
+from api.models import ApiKey, Bot
+from api.unit_of_work import ACCESS, changed
+
+KEY_PREFIX = "sd-"
+# last_used_at is written at most this often per key, to keep writes off the hot path.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(session: Session, *, bots: list[Bot], is_admin: bool = False, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the secret (the only time the secret exists in clear)."""
+    if not is_admin and not bots:
+        raise InvalidRequest("a key needs at least one bot, or must be an admin key", param="bots")
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=new_id("key"),
+        name=name,
+        prefix=secret[:10],
+        secret_hash=hash_secret(secret),
+        is_admin=is_admin,
+        bots=list(bots),
+    )
+    session.add(key)
+    session.flush()
+    changed(session, ACCESS)
+    return key, secret
+
+
+def require_secret(secret: str | None) -> str:
+    if not secret:
+        raise AuthenticationFailed(
+            "Missing API key: send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    return secret
+
+
+def authenticate(
+    session: Session, secret: str | None, *, bootstrap_admin: str | None = None, now: datetime | None = None
+) -> ApiKey:
+    """The active key for `secret`, or AuthenticationFailed (missing, unknown or revoked).
+
+    `bootstrap_admin` is the admin key from settings: it authenticates as a transient admin key.
+    """
+    secret = require_secret(secret)
+    if bootstrap_admin and secrets.compare_digest(secret.encode(), bootstrap_admin.encode()):
+        return ApiKey(id=None, name="bootstrap admin", prefix=secret[:10], is_admin=True, bots=[])
+    key = session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
+    if key is None:
+        raise AuthenticationFailed("Invalid API key.")
+    if key.revoked_at is not None:
+        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+    now = now or datetime.now(UTC)
+    last = key.last_used_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    if last is None or now - last >= LAST_USED_RESOLUTION:
+        key.last_used_at = now
+    return key
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(UTC)
+        changed(session, ACCESS)
+    return key

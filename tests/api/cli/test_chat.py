@@ -1,0 +1,68 @@
+"""`shadowdesk chat`: a terminal conversation with streamed answers, against a running server
+(`--url`) or with the model loaded in process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.app import create_app
+from api.db import transaction
+from api.models import Exchange
+from api.services.access.keys import create_key
+from api.services.bots.management import BotCreate, create_bot
+from api.settings import Settings
+from tests.fakes import ScriptedBackend
+from tests.support.servers import serve_app
+
+runner = CliRunner()
+
+
+def test_chat_with_a_running_server_keeps_one_conversation(tmp_path: Path) -> None:
+    from api.cli import app as cli
+
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False),  # type: ignore[call-arg]
+                     backend=ScriptedBackend())
+    with serve_app(app, lifespan="on") as url:
+        with transaction(app.state.sessions) as session:
+            key = create_key(session, bots=[create_bot(session, BotCreate(slug="acme", name="A"), base_model="x")])[1]
+        r = runner.invoke(cli, ["chat", "acme", "--url", url, "--key", key], input="hello\nand again\nexit\n")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("acme> Hello from the bot.") == 2
+    with transaction(app.state.sessions) as session:
+        rows = session.query(Exchange).order_by(Exchange.created_at).all()
+    assert len(rows) == 2 and rows[0].conversation_id == rows[1].conversation_id
+    assert rows[1].messages[-3:] == [{"role": "user", "content": "hello"},
+                                     {"role": "assistant", "content": "Hello from the bot."},
+                                     {"role": "user", "content": "and again"}]
+
+
+def test_chat_reports_a_wrong_key_and_goes_on(tmp_path: Path) -> None:
+    from api.cli import app as cli
+
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False),  # type: ignore[call-arg]
+                     backend=ScriptedBackend())
+    with serve_app(app, lifespan="on") as url:
+        r = runner.invoke(cli, ["chat", "acme", "--url", url, "--key", "nope"], input="hello\n")
+    assert r.exit_code == 0
+    assert "Invalid API key" in r.output
+
+
+@pytest.mark.slow
+def test_chat_in_process_streams_a_real_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.cli import app as cli
+
+    monkeypatch.setenv("SHADOWDESK_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHADOWDESK_TORCH_THREADS", "1")
+    assert runner.invoke(cli, ["bots", "create", "geo", "--temperature", "0"]).exit_code == 0
+    r = runner.invoke(cli, ["chat", "geo"], input="What is the capital of France?\n")
+    assert r.exit_code == 0, r.output
+    assert "geo> " in r.output and "Paris" in r.output
+    from api.db import make_engine, make_session_factory
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    with transaction(make_session_factory(make_engine(settings))) as session:
+        [row] = session.query(Exchange).all()
+    assert "Paris" in row.answer and row.streamed and row.completion_tokens > 0
