@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+CODE := api serving training review_ui tests bench migrations
 
 .PHONY: install serve test check bench
 
@@ -27,10 +28,13 @@ test: install
 	tests/services.sh
 	$(PY) -m pytest
 
+# What CI runs: format, lint and types (mypy, strict on serving/ and training/), then `make test`
+# (pytest with warnings as errors).
 check: install
-	$(VENV)/bin/ruff check api serving training review_ui tests bench
-	tests/services.sh
-	$(PY) -m pytest
+	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/mypy
+	$(MAKE) test
 
 bench: install
 	$(PY) bench/gateway.py && $(PY) bench/batching.py

@@ -46,5 +46,7 @@ def app_for(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, models, feedback, health, admin, knowledge, releases, review):
         app.include_router(module.router)
-    mount_review_ui(app, runtime)  # staff pages at /review (after the error handlers: it refines them)
+    mount_review_ui(
+        app, runtime
+    )  # staff pages at /review (after the error handlers: it refines them)
     return app

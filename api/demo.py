@@ -53,5 +53,8 @@ def ingest_demo_documents(runtime: Any, bot_id: str) -> None:
     failed = [r for r in results if not r.ok]
     for r in failed:
         log.error("demo document %s was not ingested: %s", r.source, r.message)
-    log.info("demo knowledge base: %d documents, %d chunks", len(results) - len(failed),
-             sum(r.chunk_count for r in results))
+    log.info(
+        "demo knowledge base: %d documents, %d chunks",
+        len(results) - len(failed),
+        sum(r.chunk_count for r in results),
+    )

@@ -36,7 +36,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 def current_key(request: Request, session: SessionDep) -> ApiKey:
     settings: Settings = request.app.state.settings
-    return authenticate(session, bearer_token(request), bootstrap_admin=bootstrap_admin_secret(settings))
+    return authenticate(
+        session, bearer_token(request), bootstrap_admin=bootstrap_admin_secret(settings)
+    )
 
 
 def bootstrap_admin_secret(settings: Settings) -> str | None:

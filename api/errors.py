@@ -79,7 +79,9 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -119,11 +121,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param, code = _validation_message(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", param, code), status_code=400)
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, code), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        type_ = _STATUS_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error")
+        type_ = _STATUS_TYPES.get(
+            exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        )
         return JSONResponse(
             error_body(str(exc.detail), type_, None, None),
             status_code=exc.status_code,
@@ -133,4 +139,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("Internal server error.", "server_error", None, "internal_error"), status_code=500)
+        return JSONResponse(
+            error_body("Internal server error.", "server_error", None, "internal_error"),
+            status_code=500,
+        )

@@ -11,22 +11,40 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "shadowdesk_chat_requests", "Chat requests by bot and outcome.", ["bot", "status"], registry=self.registry
+            "shadowdesk_chat_requests",
+            "Chat requests by bot and outcome.",
+            ["bot", "status"],
+            registry=self.registry,
         )
         self.errors = Counter(
-            "shadowdesk_chat_errors", "Chat errors by bot and error type.", ["bot", "type"], registry=self.registry
+            "shadowdesk_chat_errors",
+            "Chat errors by bot and error type.",
+            ["bot", "type"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "shadowdesk_chat_latency_seconds", "Whole-answer latency.", ["bot"], buckets=LATENCY_BUCKETS,
+            "shadowdesk_chat_latency_seconds",
+            "Whole-answer latency.",
+            ["bot"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.ttft = Histogram(
-            "shadowdesk_chat_time_to_first_token_seconds", "Time to the first streamed token.", ["bot"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "shadowdesk_chat_time_to_first_token_seconds",
+            "Time to the first streamed token.",
+            ["bot"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.annotation_hits = Counter(
-            "shadowdesk_annotation_hits", "Answers served from an approved annotation.", ["bot"], registry=self.registry
+            "shadowdesk_annotation_hits",
+            "Answers served from an approved annotation.",
+            ["bot"],
+            registry=self.registry,
         )
         self.tokens = Counter(
-            "shadowdesk_tokens", "Tokens by bot and kind (prompt, completion).", ["bot", "kind"], registry=self.registry
+            "shadowdesk_tokens",
+            "Tokens by bot and kind (prompt, completion).",
+            ["bot", "kind"],
+            registry=self.registry,
         )

@@ -47,9 +47,13 @@ class Bot(Base):
         String(40), ForeignKey("releases.id", use_alter=True, name="fk_bots_live_release")
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
-    live_release: Mapped[Release | None] = relationship(foreign_keys=[live_release_id], lazy="joined")
+    live_release: Mapped[Release | None] = relationship(
+        foreign_keys=[live_release_id], lazy="joined"
+    )
 
 
 class Release(Base):
@@ -58,7 +62,9 @@ class Release(Base):
     __tablename__ = "releases"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    bot_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE"), index=True
+    )
     version: Mapped[int] = mapped_column(Integer)
     base_model: Mapped[str] = mapped_column(String(500))
     adapter: Mapped[str | None] = mapped_column(String(200))
@@ -94,8 +100,12 @@ class ApiKey(Base):
 class ApiKeyBot(Base):
     __tablename__ = "api_key_bots"
 
-    key_id: Mapped[str] = mapped_column(String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
-    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    bot_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class Exchange(Base):
@@ -109,7 +119,9 @@ class Exchange(Base):
     release_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("releases.id", ondelete="SET NULL")
     )
-    api_key_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("api_keys.id", ondelete="SET NULL"))
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     answer: Mapped[str] = mapped_column(Text, default="")
@@ -151,7 +163,9 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    bot_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
+    bot_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE")
+    )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # queued | running | succeeded | failed
     status: Mapped[str] = mapped_column(String(20), default="queued")
@@ -175,8 +189,12 @@ class ShadowAnswer(Base):
     __tablename__ = "shadow_answers"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    exchange_id: Mapped[str] = mapped_column(String(40), ForeignKey("exchanges.id", ondelete="CASCADE"), index=True)
-    release_id: Mapped[str] = mapped_column(String(40), ForeignKey("releases.id", ondelete="CASCADE"))
+    exchange_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("exchanges.id", ondelete="CASCADE"), index=True
+    )
+    release_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("releases.id", ondelete="CASCADE")
+    )
     answer: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20))  # completed | error
     finish_reason: Mapped[str | None] = mapped_column(String(20))
@@ -187,7 +205,9 @@ class ShadowAnswer(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     # Exactly one answer per exchange and candidate, whatever happens to the job that makes it.
-    __table_args__ = (UniqueConstraint("exchange_id", "release_id", name="uq_shadow_exchange_release"),)
+    __table_args__ = (
+        UniqueConstraint("exchange_id", "release_id", name="uq_shadow_exchange_release"),
+    )
 
 
 class StaffUser(Base):
@@ -207,8 +227,12 @@ class StaffUser(Base):
 class StaffBotAccess(Base):
     __tablename__ = "staff_bot_access"
 
-    user_id: Mapped[str] = mapped_column(String(40), ForeignKey("staff_users.id", ondelete="CASCADE"), primary_key=True)
-    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("staff_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    bot_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class ReviewItem(Base):
@@ -219,8 +243,12 @@ class ReviewItem(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
-    exchange_id: Mapped[str] = mapped_column(String(40), ForeignKey("exchanges.id", ondelete="CASCADE"))
-    release_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("releases.id", ondelete="CASCADE"))
+    exchange_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("exchanges.id", ondelete="CASCADE")
+    )
+    release_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("releases.id", ondelete="CASCADE")
+    )
     shadow_answer_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("shadow_answers.id", ondelete="CASCADE")
     )
@@ -233,7 +261,9 @@ class ReviewItem(Base):
     locked_by: Mapped[str | None] = mapped_column(String(40))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
     __table_args__ = (
         Index("ix_review_items_queue", "bot_id", "status", "priority"),
@@ -247,14 +277,22 @@ class Review(Base):
     __tablename__ = "reviews"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    item_id: Mapped[str] = mapped_column(String(40), ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    item_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("review_items.id", ondelete="CASCADE"), index=True
+    )
     bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
-    release_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("releases.id", ondelete="CASCADE"))
-    reviewer_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("staff_users.id", ondelete="SET NULL"))
+    release_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("releases.id", ondelete="CASCADE")
+    )
+    reviewer_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("staff_users.id", ondelete="SET NULL")
+    )
     verdict: Mapped[str] = mapped_column(String(20))  # approved | corrected | rejected | skipped
     original_text: Mapped[str] = mapped_column(Text, default="")
     corrected_text: Mapped[str | None] = mapped_column(Text)
-    reason: Mapped[str | None] = mapped_column(String(40))  # wrong | should_refuse | unsafe | outdated
+    reason: Mapped[str | None] = mapped_column(
+        String(40)
+    )  # wrong | should_refuse | unsafe | outdated
     comment: Mapped[str] = mapped_column(Text, default="")
     edit_distance: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -268,14 +306,20 @@ class Annotation(Base):
     __tablename__ = "annotations"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    bot_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE"), index=True
+    )
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
-    review_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("reviews.id", ondelete="SET NULL"))
+    review_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("reviews.id", ondelete="SET NULL")
+    )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     hits: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 class AuditEntry(Base):
@@ -303,7 +347,9 @@ class Document(Base):
     __tablename__ = "documents"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True
+    )
     source: Mapped[str] = mapped_column(String(1000))
     title: Mapped[str] = mapped_column(String(1000), default="")
     format: Mapped[str] = mapped_column(String(20), default="")

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
         "(run `shadowdesk db upgrade`).",
     )
     admin_key: SecretStr | None = Field(
-        None, description="Bootstrap admin API key (in addition to admin keys created from the CLI)."
+        None,
+        description="Bootstrap admin API key (in addition to admin keys created from the CLI).",
     )
 
     # Model backend serving live answers.
@@ -47,11 +48,19 @@ class Settings(BaseSettings):
         description="transformers: a local HF folder, a .gguf file, or `smollm2` (packaged). "
         "openai: the upstream model name.",
     )
-    torch_threads: int | None = Field(None, description="Threads for in-process torch (None: torch's default).")
-    max_batch_size: int = Field(8, description="Concurrent sequences batched together by the transformers backend.")
-    upstream_url: str | None = Field(None, description="OpenAI-compatible upstream base URL (backend=openai).")
+    torch_threads: int | None = Field(
+        None, description="Threads for in-process torch (None: torch's default)."
+    )
+    max_batch_size: int = Field(
+        8, description="Concurrent sequences batched together by the transformers backend."
+    )
+    upstream_url: str | None = Field(
+        None, description="OpenAI-compatible upstream base URL (backend=openai)."
+    )
     upstream_api_key: SecretStr | None = None
-    backend_timeout_s: float = Field(120.0, description="Longest wait for a whole answer before a 504.")
+    backend_timeout_s: float = Field(
+        120.0, description="Longest wait for a whole answer before a 504."
+    )
 
     # Request limits (bad input gets a 400, not a crash).
     max_messages: int = 64
@@ -67,7 +76,9 @@ class Settings(BaseSettings):
     )
 
     # Knowledge base
-    chroma_url: str | None = Field(None, description="Chroma server URL; default: embedded Chroma in data_dir/chroma.")
+    chroma_url: str | None = Field(
+        None, description="Chroma server URL; default: embedded Chroma in data_dir/chroma."
+    )
     embedder: str = Field(
         "minilm",
         description="Default embedding model: `minilm` (packaged all-MiniLM-L6-v2) or `instructor:<path or hub id>`.",
@@ -78,28 +89,42 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(80, description="Overlap between consecutive chunks in characters.")
     max_document_bytes: int = Field(20 * 1024 * 1024, description="Largest document accepted.")
     sync_ingest_bytes: int = Field(
-        2 * 1024 * 1024, description="Uploads up to this total are ingested before the reply; larger ones run as a job."
+        2 * 1024 * 1024,
+        description="Uploads up to this total are ingested before the reply; larger ones run as a job.",
     )
 
-    run_worker: bool = Field(True, description="Run the job worker inside the server (embedded default).")
-    job_lease_s: float = Field(60.0, description="A claimed job returns to the queue if its worker is silent this long.")
+    run_worker: bool = Field(
+        True, description="Run the job worker inside the server (embedded default)."
+    )
+    job_lease_s: float = Field(
+        60.0, description="A claimed job returns to the queue if its worker is silent this long."
+    )
     shadow_concurrency: int = Field(
-        1, ge=1, description="Candidate answers generated at once per process, so shadow work never starves live traffic."
+        1,
+        ge=1,
+        description="Candidate answers generated at once per process, so shadow work never starves live traffic.",
     )
     shadow_timeout_s: float = Field(
-        60.0, gt=0, description="Longest a candidate may take for one shadow answer; slower ones are stored as errors."
+        60.0,
+        gt=0,
+        description="Longest a candidate may take for one shadow answer; slower ones are stored as errors.",
     )
     shadow_busy_cpu: float | None = Field(
-        0.25, gt=0,
+        0.25,
+        gt=0,
         description="Live traffic first: hold shadow and review-feed jobs while this process uses more than this "
         "share of a CPU core (sampled while the job waits); None never holds.",
     )
     shadow_max_defer_s: float = Field(
-        5.0, ge=0, description="Longest such a job is held for a busy process, so a server that is always busy "
+        5.0,
+        ge=0,
+        description="Longest such a job is held for a busy process, so a server that is always busy "
         "still makes progress (one job per this many seconds).",
     )
 
-    create_demo_bot: bool = Field(True, description="Create the `demo` bot on first start if missing.")
+    create_demo_bot: bool = Field(
+        True, description="Create the `demo` bot on first start if missing."
+    )
 
     # Staff review
     session_secret: SecretStr | None = Field(
@@ -107,12 +132,17 @@ class Settings(BaseSettings):
         description="Signs staff session cookies (>= 32 chars). Required in production (every replica needs "
         "the same one); unset in local runs, a random one per process is used (restarts log staff out).",
     )
-    session_ttl_s: int = Field(12 * 3600, ge=60, description="A staff login lasts this long (absolute, from login).")
+    session_ttl_s: int = Field(
+        12 * 3600, ge=60, description="A staff login lasts this long (absolute, from login)."
+    )
     session_cookie_secure: bool | None = Field(
-        None, description="Send the staff session cookie over HTTPS only. Default: on in production."
+        None,
+        description="Send the staff session cookie over HTTPS only. Default: on in production.",
     )
     review_lock_s: int = Field(
-        300, ge=10, description="How long a reviewer holds an item (renewed while its page stays open)."
+        300,
+        ge=10,
+        description="How long a reviewer holds an item (renewed while its page stays open).",
     )
 
     @model_validator(mode="after")
@@ -147,7 +177,11 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         """Whether the staff session cookie carries the Secure flag."""
-        return self.environment == "production" if self.session_cookie_secure is None else self.session_cookie_secure
+        return (
+            self.environment == "production"
+            if self.session_cookie_secure is None
+            else self.session_cookie_secure
+        )
 
 
 @lru_cache

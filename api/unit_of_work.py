@@ -51,4 +51,6 @@ def install_after_commit(
         session.info.pop(_KEY, None)
 
     event.listen(sessions, "after_commit", after_commit)
-    event.listen(sessions, "after_soft_rollback", lambda session, _previous: after_rollback(session))
+    event.listen(
+        sessions, "after_soft_rollback", lambda session, _previous: after_rollback(session)
+    )

@@ -84,7 +84,9 @@ def _fetch(package: str, version: str, cache: Path) -> Path:
             )
             if done.returncode == 0:
                 if wanted == package:
-                    print(f"note: {package} {version} is gone from the archive; using its current version")
+                    print(
+                        f"note: {package} {version} is gone from the archive; using its current version"
+                    )
                 break
         else:
             raise SystemExit(

@@ -42,8 +42,14 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
 
 
 def shadowdesk(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
@@ -63,13 +69,37 @@ def stack_env(data_dir: str, stub_port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_stack(env: dict[str, str], stub_port: int, gw_port: int, chunks: int) -> list[subprocess.Popen[bytes]]:
+def start_stack(
+    env: dict[str, str], stub_port: int, gw_port: int, chunks: int
+) -> list[subprocess.Popen[bytes]]:
     """Start the stub upstream and `shadowdesk serve` as separate processes."""
     return [
-        subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "stub_upstream.py"), "--port", str(stub_port),
-                          "--chunks", str(chunks)], cwd=ROOT),
-        subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(gw_port), "--log-level", "warning",
-                          "--no-access-log"], env=env, cwd=ROOT),
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "support" / "stub_upstream.py"),
+                "--port",
+                str(stub_port),
+                "--chunks",
+                str(chunks),
+            ],
+            cwd=ROOT,
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "serve",
+                "--port",
+                str(gw_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=ROOT,
+        ),
     ]
 
 
@@ -91,7 +121,16 @@ async def main() -> None:
     stub_port, gw_port = free_port(), free_port()
     env = stack_env(data_dir, stub_port)
     # Review off: this measures the client path alone (bench/shadow.py measures background work).
-    shadowdesk(env, "bots", "create", "bench", "--max-tokens", "64", "--policy", '{"review_enabled": false}')
+    shadowdesk(
+        env,
+        "bots",
+        "create",
+        "bench",
+        "--max-tokens",
+        "64",
+        "--policy",
+        '{"review_enabled": false}',
+    )
     key = shadowdesk(env, "keys", "create", "--bot", "bench")
     procs = start_stack(env, stub_port, gw_port, args.chunks)
     try:
@@ -106,18 +145,28 @@ async def main() -> None:
                 d = await run_load(direct_url, "none", "stub-model", conc, n, stream, warmup=warm)
                 g = await run_load(gw_url, key, "bench", conc, n, stream, warmup=warm)
                 if g["errors"] or d["errors"]:
-                    raise RuntimeError(f"errors: direct {d.get('first_error')} gateway {g.get('first_error')}")
+                    raise RuntimeError(
+                        f"errors: direct {d.get('first_error')} gateway {g.get('first_error')}"
+                    )
                 rows.append((stream, conc, d, g))
-        print(f"\nGateway vs direct upstream ({args.requests} requests each, {args.chunks}-chunk answers)")
-        print(f"{'mode':<10}{'conc':>5}{'direct rps':>12}{'gw rps':>10}{'rps ratio':>11}"
-              f"{'direct p50':>12}{'gw p50':>9}{'added p50':>11}{'direct p99':>12}{'gw p99':>9}{'added p99':>11}")
+        print(
+            f"\nGateway vs direct upstream ({args.requests} requests each, {args.chunks}-chunk answers)"
+        )
+        print(
+            f"{'mode':<10}{'conc':>5}{'direct rps':>12}{'gw rps':>10}{'rps ratio':>11}"
+            f"{'direct p50':>12}{'gw p50':>9}{'added p50':>11}{'direct p99':>12}{'gw p99':>9}{'added p99':>11}"
+        )
         for stream, conc, d, g in rows:
-            print(f"{'stream' if stream else 'plain':<10}{conc:>5}{d['rps']:>12.0f}{g['rps']:>10.0f}"
-                  f"{g['rps'] / d['rps']:>10.2f}x{d['p50_ms']:>10.2f}ms{g['p50_ms']:>7.2f}ms"
-                  f"{g['p50_ms'] - d['p50_ms']:>9.2f}ms{d['p99_ms']:>10.2f}ms{g['p99_ms']:>7.2f}ms"
-                  f"{g['p99_ms'] - d['p99_ms']:>9.2f}ms")
-        print("goal: added p50 <= 1 ms and p99 <= 5 ms (at 1 concurrent; at 32 the 2 cores are shared by "
-              "three processes, so the added time there is mostly queueing)")
+            print(
+                f"{'stream' if stream else 'plain':<10}{conc:>5}{d['rps']:>12.0f}{g['rps']:>10.0f}"
+                f"{g['rps'] / d['rps']:>10.2f}x{d['p50_ms']:>10.2f}ms{g['p50_ms']:>7.2f}ms"
+                f"{g['p50_ms'] - d['p50_ms']:>9.2f}ms{d['p99_ms']:>10.2f}ms{g['p99_ms']:>7.2f}ms"
+                f"{g['p99_ms'] - d['p99_ms']:>9.2f}ms"
+            )
+        print(
+            "goal: added p50 <= 1 ms and p99 <= 5 ms (at 1 concurrent; at 32 the 2 cores are shared by "
+            "three processes, so the added time there is mostly queueing)"
+        )
     finally:
         stop_stack(procs)
 

@@ -47,8 +47,12 @@ from serving.scope_guard import GuardThresholds, Scope, ScopeGuard
 
 BOT = "eval"
 # Code whose change invalidates a cached index.
-_INGEST_CODE = ("serving/knowledge/parsers", "serving/knowledge/chunking.py",
-                "serving/knowledge/site_files.py", "serving/knowledge/ingestion.py")
+_INGEST_CODE = (
+    "serving/knowledge/parsers",
+    "serving/knowledge/chunking.py",
+    "serving/knowledge/site_files.py",
+    "serving/knowledge/ingestion.py",
+)
 
 
 @dataclass
@@ -85,8 +89,13 @@ def code_signature(embedder_id: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def shadowdesk_index(doc_set: DocSet, embedder: SentenceTransformerEmbedder, cache: Path,
-                     fresh: bool, chunking: ChunkingConfig) -> tuple[KnowledgeBase, IngestStats]:
+def shadowdesk_index(
+    doc_set: DocSet,
+    embedder: SentenceTransformerEmbedder,
+    cache: Path,
+    fresh: bool,
+    chunking: ChunkingConfig,
+) -> tuple[KnowledgeBase, IngestStats]:
     signature = code_signature(embedder.model_id + chunking.signature)
     folder = cache / "index" / f"{doc_set.name}-{signature}"
     selection = select_files([doc_set.root])
@@ -103,19 +112,23 @@ def shadowdesk_index(doc_set: DocSet, embedder: SentenceTransformerEmbedder, cac
     for r in failed:
         print(f"  ingest failure: {r.source}: {r.reason} {r.message}")
     (folder / ".complete").touch()
-    return kb, IngestStats(len(selection.files), len(selection.skipped),
-                           sum(r.chunk_count for r in results), seconds)
+    return kb, IngestStats(
+        len(selection.files), len(selection.skipped), sum(r.chunk_count for r in results), seconds
+    )
 
 
-def naive_index(doc_set: DocSet, embedder: SentenceTransformerEmbedder, cache: Path,
-                fresh: bool) -> tuple[Callable[[str, int], list[str]], IngestStats]:
+def naive_index(
+    doc_set: DocSet, embedder: SentenceTransformerEmbedder, cache: Path, fresh: bool
+) -> tuple[Callable[[str, int], list[str]], IngestStats]:
     """Whole page text (tags stripped, nothing else) in 200-word windows; pages of the top windows."""
     folder = cache / "index" / f"{doc_set.name}-naive-{embedder.model_id.replace('/', '_')}"
     if fresh:
         shutil.rmtree(folder, ignore_errors=True)
     store = ChromaStore.open(folder / "chroma")
     collection = store.client.get_or_create_collection(
-        "naive", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None  # type: ignore[arg-type]
+        "naive",
+        configuration={"hnsw": {"space": "cosine"}},
+        embedding_function=None,  # type: ignore[arg-type]
     )
     selection = select_files([doc_set.root])
     seconds = None
@@ -131,28 +144,39 @@ def naive_index(doc_set: DocSet, embedder: SentenceTransformerEmbedder, cache: P
                 metas.append({"page": f.source})
         vectors = embedder.embed_documents(texts)
         for start in range(0, len(ids), 5000):
-            collection.add(ids=ids[start : start + 5000], embeddings=vectors[start : start + 5000],
-                           documents=texts[start : start + 5000], metadatas=metas[start : start + 5000])
+            collection.add(
+                ids=ids[start : start + 5000],
+                embeddings=vectors[start : start + 5000],
+                documents=texts[start : start + 5000],
+                metadatas=metas[start : start + 5000],
+            )
         seconds = time.perf_counter() - started
         (folder / ".complete").touch()
 
     def search(question: str, k: int) -> list[str]:
-        found = collection.query(query_embeddings=[embedder.embed_query(question)], n_results=k,
-                                 include=["metadatas"])
+        found = collection.query(
+            query_embeddings=[embedder.embed_query(question)], n_results=k, include=["metadatas"]
+        )
         return [str(m["page"]) for m in (found["metadatas"] or [[]])[0]]
 
-    return search, IngestStats(len(selection.files), len(selection.skipped), collection.count(), seconds)
+    return search, IngestStats(
+        len(selection.files), len(selection.skipped), collection.count(), seconds
+    )
 
 
-def evaluate(doc_set: DocSet, embedder: SentenceTransformerEmbedder, args: argparse.Namespace) -> dict[str, object]:
+def evaluate(
+    doc_set: DocSet, embedder: SentenceTransformerEmbedder, args: argparse.Namespace
+) -> dict[str, object]:
     from api.services.knowledge.config import KnowledgeConfig
 
     config = KnowledgeConfig()
     chunking = ChunkingConfig(size=args.chunk_size, overlap=args.chunk_overlap)
     kb, ours_ingest = shadowdesk_index(doc_set, embedder, args.cache, args.fresh, chunking)
     if args.search:
-        overrides = {k: type(getattr(kb.retriever.settings, k))(v)
-                     for k, v in (item.split("=") for item in args.search.split(","))}
+        overrides = {
+            k: type(getattr(kb.retriever.settings, k))(v)
+            for k, v in (item.split("=") for item in args.search.split(","))
+        }
         kb.retriever.settings = dataclasses.replace(kb.retriever.settings, **overrides)
     naive_search, naive_ingest = naive_index(doc_set, embedder, args.cache, args.fresh)
     ours, naive = RankStats(), RankStats()
@@ -170,27 +194,46 @@ def evaluate(doc_set: DocSet, embedder: SentenceTransformerEmbedder, args: argpa
             misses.append(f"      (naive found it: {naive_pages[:3]})")
     thresholds = GuardThresholds()
     if args.guard:
-        thresholds = dataclasses.replace(thresholds, **{
-            k: float(v) for k, v in (item.split("=") for item in args.guard.split(","))})
-    guard = ScopeGuard(Scope(name=doc_set.bot_name, description=doc_set.scope), kb.embedder, thresholds)
+        thresholds = dataclasses.replace(
+            thresholds,
+            **{k: float(v) for k, v in (item.split("=") for item in args.guard.split(","))},
+        )
+    guard = ScopeGuard(
+        Scope(name=doc_set.bot_name, description=doc_set.scope), kb.embedder, thresholds
+    )
     verdicts: dict[str, list[str]] = {}
-    for kind, questions in (("in", [q.text for q in doc_set.in_scope]), ("near", doc_set.near),
-                            ("far", doc_set.far), ("greeting", doc_set.greetings)):
+    for kind, questions in (
+        ("in", [q.text for q in doc_set.in_scope]),
+        ("near", doc_set.near),
+        ("far", doc_set.far),
+        ("greeting", doc_set.greetings),
+    ):
         for text in questions:
             vector = kb.retriever.embed_query(text)
-            found = kb.retriever.hybrid_search(BOT, text, vector, k=config.top_k, min_score=config.min_score)
+            found = kb.retriever.hybrid_search(
+                BOT, text, vector, k=config.top_k, min_score=config.min_score
+            )
             decision = guard.assess(text, found, question_vector=vector)
             verdicts.setdefault(kind, []).append(decision.verdict)
             wrong = (decision.verdict == "refuse") != (kind in ("near", "far")) or (
-                kind == "greeting") != (decision.verdict == "smalltalk")
+                kind == "greeting"
+            ) != (decision.verdict == "smalltalk")
             if wrong and args.show_misses and not doc_set.held_out:
                 sig = decision.signals
-                misses.append(f"    guard {kind}: {decision.verdict} support={sig.support} "
-                              f"sal={sig.salience} unk={sig.unknown_terms} {text[:70]!r}")
+                misses.append(
+                    f"    guard {kind}: {decision.verdict} support={sig.support} "
+                    f"sal={sig.salience} unk={sig.unknown_terms} {text[:70]!r}"
+                )
     if args.show_misses:
         print("\n".join(misses))
-    return {"set": doc_set, "ours": ours, "naive": naive, "ours_ingest": ours_ingest,
-            "naive_ingest": naive_ingest, "verdicts": verdicts}
+    return {
+        "set": doc_set,
+        "ours": ours,
+        "naive": naive,
+        "ours_ingest": ours_ingest,
+        "naive_ingest": naive_ingest,
+        "verdicts": verdicts,
+    }
 
 
 def report(results: list[dict[str, object]]) -> None:
@@ -205,14 +248,20 @@ def report(results: list[dict[str, object]]) -> None:
             naive: RankStats = r["naive"]  # type: ignore[assignment]
             merged_ours.ranks += ours.ranks
             merged_naive.ranks += naive.ranks
-            print(f"{s.name:22} {label:8} {s.generator:8} {len(ours.ranks):3}  "
-                  f"{_fmt(naive.row())}  {_fmt(ours.row())}")
+            print(
+                f"{s.name:22} {label:8} {s.generator:8} {len(ours.ranks):3}  "
+                f"{_fmt(naive.row())}  {_fmt(ours.row())}"
+            )
         if len(rows) > 1:
-            print(f"{'  all ' + label:22} {'':8} {'':8} {len(merged_ours.ranks):3}  "
-                  f"{_fmt(merged_naive.row())}  {_fmt(merged_ours.row())}")
+            print(
+                f"{'  all ' + label:22} {'':8} {'':8} {len(merged_ours.ranks):3}  "
+                f"{_fmt(merged_naive.row())}  {_fmt(merged_ours.row())}"
+            )
     print("\nscope guard (refusal is the positive class; far + near off-topic together):")
-    print(f"{'set':22} {'role':8} {'precision':>9} {'recall':>6} {'far':>5} {'near':>5} "
-          f"{'in refused':>10} {'greetings':>9}")
+    print(
+        f"{'set':22} {'role':8} {'precision':>9} {'recall':>6} {'far':>5} {'near':>5} "
+        f"{'in refused':>10} {'greetings':>9}"
+    )
     for group, label in ((False, "tune"), (True, "held-out")):
         merged: dict[str, list[str]] = {}
         rows = [r for r in results if r["set"].held_out == group]  # type: ignore[attr-defined]
@@ -229,8 +278,10 @@ def report(results: list[dict[str, object]]) -> None:
         for label, st in (("shadowdesk", r["ours_ingest"]), ("naive", r["naive_ingest"])):
             secs = st.seconds  # type: ignore[union-attr]
             rate = f"{st.chunks / secs:6.1f}" if secs else "     -"  # type: ignore[union-attr]
-            print(f"  {s.name:22} {label:10} files {st.files:4} skipped {st.skipped:4} "  # type: ignore[union-attr]
-                  f"chunks {st.chunks:5} {secs or 0:7.1f} s {rate} chunks/s")  # type: ignore[union-attr]
+            print(
+                f"  {s.name:22} {label:10} files {st.files:4} skipped {st.skipped:4} "  # type: ignore[union-attr]
+                f"chunks {st.chunks:5} {secs or 0:7.1f} s {rate} chunks/s"
+            )  # type: ignore[union-attr]
 
 
 def _guard_row(v: dict[str, list[str]]) -> str:
@@ -244,8 +295,10 @@ def _guard_row(v: dict[str, list[str]]) -> str:
         items = v.get(kind, [])
         return f"{sum(x == verdict for x in items)}/{len(items)}"
 
-    return (f"{precision:9.2f} {recall:6.2f} {share('far', 'refuse'):>5} {share('near', 'refuse'):>5} "
-            f"{share('in', 'refuse'):>10} {share('greeting', 'smalltalk'):>9}")
+    return (
+        f"{precision:9.2f} {recall:6.2f} {share('far', 'refuse'):>5} {share('near', 'refuse'):>5} "
+        f"{share('in', 'refuse'):>10} {share('greeting', 'smalltalk'):>9}"
+    )
 
 
 def _fmt(row: tuple[float, float, float]) -> str:
@@ -253,21 +306,31 @@ def _fmt(row: tuple[float, float, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", default=",".join(available_sets()), help="comma-separated set names")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sets", default=",".join(available_sets()), help="comma-separated set names"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="packages and indexes")
     parser.add_argument("--fresh", action="store_true", help="rebuild (and time) the indexes")
     parser.add_argument("--show-misses", action="store_true", help="list the questions missed at 5")
     parser.add_argument("--chunk-size", type=int, default=Settings().chunk_size)
     parser.add_argument("--chunk-overlap", type=int, default=Settings().chunk_overlap)
-    parser.add_argument("--guard", default="", help="GuardThresholds overrides, e.g. refuse_below=0.38")
-    parser.add_argument("--search", default="", help="SearchSettings overrides, e.g. per_document=2,rrf_k=30")
+    parser.add_argument(
+        "--guard", default="", help="GuardThresholds overrides, e.g. refuse_below=0.38"
+    )
+    parser.add_argument(
+        "--search", default="", help="SearchSettings overrides, e.g. per_document=2,rrf_k=30"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     embedder = load_embedder()
     with ContentionMeter() as meter:
-        results = [evaluate(load_set(name, args.cache), embedder, args) for name in args.sets.split(",")]
+        results = [
+            evaluate(load_set(name, args.cache), embedder, args) for name in args.sets.split(",")
+        ]
     report(results)
     print(meter.report())
 

@@ -38,8 +38,16 @@ def mount_review_ui(app: FastAPI, runtime: Runtime) -> None:
         assert isinstance(exc, ApiError)
         path = request.url.path
         if json_errors is None or path == "/review" or path.startswith("/review/"):
-            return render(request, "error.html", {"title": _TITLES.get(exc.status_code, "Something went wrong"),
-                                                  "message": exc.message}, status_code=exc.status_code)
+            return render(
+                request,
+                "error.html",
+                {
+                    "title": _TITLES.get(exc.status_code, "Something went wrong"),
+                    "message": exc.message,
+                },
+                status_code=exc.status_code,
+            )
+        # The JSON handler api.errors installs is a coroutine; Starlette types handlers as sync-or-async.
         return await json_errors(request, exc)  # type: ignore[misc]
 
     app.add_exception_handler(ApiError, api_error)

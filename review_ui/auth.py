@@ -63,7 +63,9 @@ async def check_csrf(request: Request) -> None:
         raise CsrfFailed()
 
 
-def current_viewer(request: Request, session: SessionDep, _: Annotated[None, Depends(check_csrf)]) -> Viewer:
+def current_viewer(
+    request: Request, session: SessionDep, _: Annotated[None, Depends(check_csrf)]
+) -> Viewer:
     resolved = resolve_session(session, codec(request), request.cookies.get(SESSION_COOKIE))
     if resolved is None:
         raise LoginRequired(_back_to(request))
@@ -100,6 +102,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CsrfFailed)
     async def _csrf(request: Request, exc: CsrfFailed) -> Response:
-        return render(request, "error.html", {"title": "Form expired", "message":
-                      "This form was not accepted (its security token is missing or out of date). "
-                      "Go back, reload the page and try again."}, status_code=403)
+        return render(
+            request,
+            "error.html",
+            {
+                "title": "Form expired",
+                "message": "This form was not accepted (its security token is missing or out of date). "
+                "Go back, reload the page and try again.",
+            },
+            status_code=403,
+        )

@@ -28,16 +28,22 @@ router = APIRouter(prefix="/review", include_in_schema=False)
 def login_page(request: Request, next: str | None = None) -> Response:
     # Login CSRF: the form carries a token that must match a cookie set with it (double submit).
     token = secrets.token_urlsafe(24)
-    response = render(request, "login.html",
-                      {"next": safe_next(next), "csrf": token, "error": None, "email": "", "title": "Log in"})
+    response = render(
+        request,
+        "login.html",
+        {"next": safe_next(next), "csrf": token, "error": None, "email": "", "title": "Log in"},
+    )
     _set_login_cookie(request, response, token)
     return response
 
 
 @router.post("/login")
 def login(
-    request: Request, session: SessionDep, email: Annotated[str, Form(max_length=320)],
-    password: Annotated[str, Form(max_length=1000)], csrf_token: Annotated[str, Form(alias=CSRF_FIELD)] = "",
+    request: Request,
+    session: SessionDep,
+    email: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=1000)],
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD)] = "",
     next: Annotated[str, Form()] = "/review/queue",
 ) -> Response:
     settings = request.app.state.settings
@@ -46,19 +52,40 @@ def login(
         error = "The login form expired; please try again."
     else:
         try:
-            cookie, _, _ = log_in(session, codec(request), login_throttle(request.app.state), email=email,
-                                  password=password, client=request.client.host if request.client else "?")
+            cookie, _, _ = log_in(
+                session,
+                codec(request),
+                login_throttle(request.app.state),
+                email=email,
+                password=password,
+                client=request.client.host if request.client else "?",
+            )
         except ApiError as exc:
             error = exc.message
     if error is not None:
         token = secrets.token_urlsafe(24)
-        context = {"next": safe_next(next), "csrf": token, "error": error, "title": "Log in", "email": email}
-        response = render(request, "login.html", context, status_code=400 if "expired" in error else 401)
+        context = {
+            "next": safe_next(next),
+            "csrf": token,
+            "error": error,
+            "title": "Log in",
+            "email": email,
+        }
+        response = render(
+            request, "login.html", context, status_code=400 if "expired" in error else 401
+        )
         _set_login_cookie(request, response, token)
         return response
     redirect = RedirectResponse(safe_next(next), status_code=303)
-    redirect.set_cookie(SESSION_COOKIE, cookie, max_age=settings.session_ttl_s, httponly=True,
-                        secure=settings.secure_cookies, samesite="lax", path="/")
+    redirect.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=settings.session_ttl_s,
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
     redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/review")
     return redirect
 
@@ -71,5 +98,12 @@ def logout(_: ViewerDep) -> Response:
 
 
 def _set_login_cookie(request: Request, response: Response, token: str) -> None:
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True,
-                        secure=request.app.state.settings.secure_cookies, samesite="strict", path="/review")
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        secure=request.app.state.settings.secure_cookies,
+        samesite="strict",
+        path="/review",
+    )

@@ -42,9 +42,14 @@ def _when(moment: datetime | None) -> str:
 
 def _diff(spans: list[DiffSpan]) -> Markup:
     tags = {"insert": "ins", "delete": "del"}
-    return Markup("".join(
-        f"<{tags[s.op]}>{escape(s.text)}</{tags[s.op]}>" if s.op in tags else str(escape(s.text)) for s in spans
-    ))
+    return Markup(
+        "".join(
+            f"<{tags[s.op]}>{escape(s.text)}</{tags[s.op]}>"
+            if s.op in tags
+            else str(escape(s.text))
+            for s in spans
+        )
+    )
 
 
 _env = jinja2.Environment(
@@ -58,6 +63,10 @@ _env.filters.update(pct=_pct, num=_num, when=_when, diff=_diff)
 templates = Jinja2Templates(env=_env)
 
 
-def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
+def render(
+    request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+) -> HTMLResponse:
     """Render a page or fragment with the security headers."""
-    return templates.TemplateResponse(request, name, context, status_code=status_code, headers=SECURITY_HEADERS)
+    return templates.TemplateResponse(
+        request, name, context, status_code=status_code, headers=SECURITY_HEADERS
+    )

@@ -314,7 +314,8 @@ class BatchEngine:
             logits_to_keep=1,
             **{self._cache_kwarg: cache},
         )
-        return out.logits[:, -1, :]
+        logits: torch.Tensor = out.logits[:, -1, :]
+        return logits
 
     def _advance_rows(self, logits: torch.Tensor, first: int) -> None:
         """Sample a token for each row from `first` on (logits row j is batch row first + j),
@@ -437,13 +438,15 @@ def _cat_left_padded(a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tens
 def _kv_layers(cache: DynamicCache) -> list[DynamicLayer]:
     """The cache's layers, checked to be plain full-attention ones: padding a sliding-window or
     linear-attention layer's state on the left would corrupt it."""
-    layers = list(cache.layers)
-    if any(type(layer) is not DynamicLayer for layer in layers):
-        kinds = sorted({type(layer).__name__ for layer in layers})
-        raise ValueError(
-            f"continuous batching supports full-attention caches only (this model uses {kinds})"
-        )
-    return layers  # type: ignore[return-value]
+    layers: list[DynamicLayer] = []
+    for layer in cache.layers:
+        if type(layer) is not DynamicLayer:
+            kinds = sorted({type(other).__name__ for other in cache.layers})
+            raise ValueError(
+                f"continuous batching supports full-attention caches only (this model uses {kinds})"
+            )
+        layers.append(layer)
+    return layers
 
 
 def _kv(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:

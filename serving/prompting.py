@@ -5,6 +5,7 @@ candidate sees exactly what the live release saw."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from serving.backend import ChatMessage
 from serving.knowledge.context import GROUNDING_RULES, ContextBlock
@@ -23,18 +24,26 @@ def build_prompt(
             [{"role": "system", "content": system_prompt}] if system_prompt else []
         )
         for message in conversation:
-            role = "system" if message["role"] == "developer" else message["role"]
-            prompt.append({"role": role, "content": str(message["content"])})  # type: ignore[typeddict-item]
+            prompt.append({"role": _role(message["role"]), "content": str(message["content"])})
         return prompt
     system = f"{system_prompt.strip()}\n\n{GROUNDING_RULES}\n\nSources:\n{context.text}".strip()
-    earlier = [
-        {"role": m["role"], "content": str(m["content"])}
+    earlier: list[ChatMessage] = [
+        {"role": _role(m["role"]), "content": str(m["content"])}
         for m in conversation[:-1]
         if m["role"] not in ("system", "developer")
     ]
     question = str(conversation[-1]["content"]) if conversation else ""
     return [
         {"role": "system", "content": system},
-        *earlier,  # type: ignore[list-item]
+        *earlier,
         {"role": "user", "content": question},
     ]
+
+
+def _role(role: str) -> Literal["system", "user", "assistant"]:
+    """The model's role for a client's message role (`developer` is a system message)."""
+    if role in ("system", "developer"):
+        return "system"
+    if role == "assistant":
+        return "assistant"
+    return "user"

@@ -113,7 +113,9 @@ class Scope:
     @property
     def anchors(self) -> tuple[str, ...]:
         """What the question is compared with when there are no documents to search."""
-        named = f"{self.name}. {self.description}".strip(". ") if self.name or self.description else ""
+        named = (
+            f"{self.name}. {self.description}".strip(". ") if self.name or self.description else ""
+        )
         return tuple(t for t in (named, *self.topics, *self.example_questions) if t)
 
 
@@ -233,13 +235,26 @@ class ScopeGuard:
         talk: SmallTalk | None = short
         if talk is None and talk_sim is not None and talk_sim >= t.small_talk:
             if support is None or support < t.small_talk_max_support:
-                talk = talk_kind  # type: ignore[assignment]
+                talk = next(kind for kind in SMALL_TALK if kind == talk_kind)
         signals = GuardSignals(
-            top, in_sim, in_best, out_sim, out_best, None, support, unknown, salience, talk, talk_sim
+            top,
+            in_sim,
+            in_best,
+            out_sim,
+            out_best,
+            None,
+            support,
+            unknown,
+            salience,
+            talk,
+            talk_sim,
         )
         if talk is not None:
             return GuardDecision(
-                "smalltalk", f"small talk ({talk})", signals, reply=self.scope.small_talk_reply(talk)
+                "smalltalk",
+                f"small talk ({talk})",
+                signals,
+                reply=self.scope.small_talk_reply(talk),
             )
         verdict, reason = _decide(signals, t, documents=retrieval is not None, scope=self.scope)
         return self._decision(verdict, reason, signals)
@@ -341,7 +356,8 @@ def _short_talk(question: str) -> SmallTalk | None:
     match = _SHORT_TALK.match(question.strip())
     if match is None:
         return None
-    return next(kind for kind in ("greeting", "thanks", "goodbye") if match.group(kind))  # type: ignore[return-value]
+    kinds: tuple[SmallTalk, ...] = ("greeting", "thanks", "goodbye")
+    return next(kind for kind in kinds if match.group(kind))
 
 
 def _decide(

@@ -20,12 +20,24 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 pytest_plugins = ["tests.support.databases"]
 
 import asyncio  # noqa: E402
+import gc  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
 from serving.packaged_model import PackagedModelMissing, packaged_gguf_path  # noqa: E402
 from serving.transformers_backend import TransformersBackend  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test, so a leaked connection or socket is reported (as an error: warnings
+    are errors) against the test that leaked it, not a later one. What existed before the test is
+    frozen first: the collection then scans only the test's own objects (a full one over the loaded
+    models costs about a second)."""
+    gc.freeze()
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

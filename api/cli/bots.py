@@ -31,17 +31,29 @@ def create(
     temperature: Annotated[float | None, _opt("temperature")] = None,
     top_p: Annotated[float | None, _opt("top_p")] = None,
     max_tokens: Annotated[int | None, _opt("max_tokens")] = None,
-    policy: Annotated[str | None, typer.Option(
-        help='Shadow/review/promotion policy as JSON, e.g. \'{"review_sample_rate": 0.1}\'.')] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="Shadow/review/promotion policy as JSON, e.g. '{\"review_sample_rate\": 0.1}'."
+        ),
+    ] = None,
 ) -> None:
     """Create a bot; its first release (the configured base model) goes live."""
     from api.services.bots.management import create_bot
 
-    given = {"system_prompt": system_prompt, "scope": scope, "refusal_message": refusal_message,
-             "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
-             "policy": json_option(policy, "policy")}
+    given = {
+        "system_prompt": system_prompt,
+        "scope": scope,
+        "refusal_message": refusal_message,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "policy": json_option(policy, "policy"),
+    }
     try:
-        data = BotCreate(slug=slug, name=name or slug, **{k: v for k, v in given.items() if v is not None})
+        data = BotCreate(
+            slug=slug, name=name or slug, **{k: v for k, v in given.items() if v is not None}
+        )
     except ValidationError as exc:
         raise invalid(exc, "bot") from exc
     with session_scope() as session:
@@ -51,7 +63,9 @@ def create(
         err.print(
             f"note: {slug} has no scope and no documents yet, so nothing tells it what is off-topic: "
             f"it answers every question. Add documents (shadowdesk ingest {slug} PATH…) or a --scope; "
-            "off-topic questions are then refused.", soft_wrap=True)
+            "off-topic questions are then refused.",
+            soft_wrap=True,
+        )
 
 
 @bots_app.command("list")
@@ -62,7 +76,13 @@ def list_() -> None:
     table = Table("slug", "name", "live release", "temperature", "max tokens")
     with session_scope() as session:
         for bot in list_bots(session):
-            table.add_row(bot.slug, bot.name, bot.live_release_id or "-", f"{bot.temperature:g}", str(bot.max_tokens))
+            table.add_row(
+                bot.slug,
+                bot.name,
+                bot.live_release_id or "-",
+                f"{bot.temperature:g}",
+                str(bot.max_tokens),
+            )
     console.print(table)
 
 
@@ -80,8 +100,15 @@ def update(
     """Change a bot's settings (only the options given)."""
     from api.services.bots.management import update_bot
 
-    given = {"name": name, "system_prompt": system_prompt, "scope": scope, "refusal_message": refusal_message,
-             "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+    given = {
+        "name": name,
+        "system_prompt": system_prompt,
+        "scope": scope,
+        "refusal_message": refusal_message,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+    }
     try:
         data = BotUpdate(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -93,7 +120,8 @@ def update(
 
 @bots_app.command("delete")
 def delete(
-    slug: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False
+    slug: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a bot with its releases and stored exchanges."""
     from api.services.bots.management import delete_bot

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -14,8 +14,12 @@ from api.cli.common import err, load_settings
 
 def chat(
     bot: Annotated[str, typer.Argument(help="Slug of the bot to talk to.")],
-    url: Annotated[str | None, typer.Option(help="Talk to a running server instead of loading the model here.")] = None,
-    key: Annotated[str | None, typer.Option(envvar="SHADOWDESK_API_KEY", help="API key for --url.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Talk to a running server instead of loading the model here.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(envvar="SHADOWDESK_API_KEY", help="API key for --url.")
+    ] = None,
 ) -> None:
     """Chat with a bot in the terminal; answers stream as they are generated. Ctrl-D or 'exit' quits."""
     if url:
@@ -67,8 +71,12 @@ async def _chat_local(slug: str) -> None:
                 continue
             history.append({"role": "user", "content": line})
             try:
-                request = ChatCompletionRequest(model=slug, messages=history, stream=True)  # type: ignore[arg-type]
-                answer = await service.answer(request, token=None, conversation_id=conversation_id, grant=terminal)
+                request = ChatCompletionRequest.model_validate(
+                    {"model": slug, "messages": history, "stream": True}
+                )
+                answer = await service.answer(
+                    request, token=None, conversation_id=conversation_id, grant=terminal
+                )
             except ApiError as exc:
                 err.print(f"[red]{exc.message}[/red]")
                 history.pop()
@@ -91,9 +99,16 @@ async def _chat_local(slug: str) -> None:
 
 
 async def _chat_remote(slug: str, url: str, key: str | None) -> None:
-    from openai import APIError, AsyncOpenAI
+    from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=key or "missing")
+    async with AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=key or "missing") as client:
+        await _converse_remote(client, slug)
+
+
+async def _converse_remote(client: Any, slug: str) -> None:
+    from openai import APIError
+    from openai.types.chat import ChatCompletionMessageParam
+
     history: list[dict[str, str]] = []
     conversation_id: str | None = None
     while (line := _read_line()) is not None:
@@ -103,13 +118,17 @@ async def _chat_remote(slug: str, url: str, key: str | None) -> None:
         headers = {"X-Conversation-Id": conversation_id} if conversation_id else {}
         try:
             response = await client.chat.completions.with_raw_response.create(
-                model=slug, messages=history, stream=True, extra_headers=headers  # type: ignore[arg-type]
+                model=slug,
+                messages=cast(list[ChatCompletionMessageParam], history),
+                stream=True,
+                extra_headers=headers,
             )
             conversation_id = response.headers.get("x-conversation-id", conversation_id)
             _write(f"{slug}> ")
             parts: list[str] = []
             citations, refused = None, False
-            async for chunk in response.parse():
+            stream = response.parse()
+            async for chunk in stream:
                 extra = chunk.model_extra or {}
                 citations = extra.get("citations", citations)
                 refused = refused or bool(extra.get("refused"))

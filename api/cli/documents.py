@@ -8,6 +8,8 @@ import typer
 from rich.table import Table
 
 from api.cli.common import console, err, fail, load_settings, session_scope
+from api.runtime import Runtime
+from serving.knowledge import IngestResult
 
 docs_app = typer.Typer(help="A bot's knowledge-base documents.", no_args_is_help=True)
 
@@ -29,16 +31,35 @@ def _quiet_models() -> None:
 
 
 def ingest(
-    bot: Annotated[str, typer.Argument(help="Slug of the bot whose knowledge base receives the documents.")],
-    paths: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) and globs.")],
-    force: Annotated[bool, typer.Option(help="Re-index even documents that did not change.")] = False,
-    include: Annotated[list[str] | None, typer.Option(
-        "--include", help="Only files of the folders matching this glob (repeatable), e.g. 'docs/*'.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(
-        "--exclude", help="Skip files matching this glob (repeatable), e.g. 'changelog*'.")] = None,
-    site_defaults: Annotated[bool, typer.Option(
-        help="Skip the boilerplate site generators leave (Sphinx _sources/ and genindex, MkDocs "
-             "search/, …).")] = True,
+    bot: Annotated[
+        str, typer.Argument(help="Slug of the bot whose knowledge base receives the documents.")
+    ],
+    paths: Annotated[
+        list[str], typer.Argument(help="Files, folders (searched recursively) and globs.")
+    ],
+    force: Annotated[
+        bool, typer.Option(help="Re-index even documents that did not change.")
+    ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            help="Only files of the folders matching this glob (repeatable), e.g. 'docs/*'.",
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude", help="Skip files matching this glob (repeatable), e.g. 'changelog*'."
+        ),
+    ] = None,
+    site_defaults: Annotated[
+        bool,
+        typer.Option(
+            help="Skip the boilerplate site generators leave (Sphinx _sources/ and genindex, MkDocs "
+            "search/, …)."
+        ),
+    ] = True,
 ) -> None:
     """Add documents (Markdown, HTML, reStructuredText, PDF, text, DOCX, forum exports) to a bot's
     knowledge base. A documentation site goes in as it is: assets and generator boilerplate are
@@ -57,11 +78,15 @@ def ingest(
     from serving.knowledge.site_files import select_files
 
     _quiet_models()
-    selection = select_files(paths, include=include or (), exclude=exclude or (), site_defaults=site_defaults)
+    selection = select_files(
+        paths, include=include or (), exclude=exclude or (), site_defaults=site_defaults
+    )
     for missing in selection.missing:
         err.print(f"[red]{missing}: no such file[/red]")
     for folder, generator in selection.generators.items():
-        err.print(f"{folder}: a {generator} site; its generated boilerplate is skipped", soft_wrap=True)
+        err.print(
+            f"{folder}: a {generator} site; its generated boilerplate is skipped", soft_wrap=True
+        )
     if not selection.files:
         err.print("[red]Error:[/red] nothing to ingest")
         raise typer.Exit(2)
@@ -77,38 +102,55 @@ def ingest(
         counts = {"ingested": 0, "unchanged": 0, "skipped": 0, "error": 0}
         chunks = 0
         started = time.perf_counter()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        ) as progress:
             task = progress.add_task("loading the embedding model…", total=len(sources))
 
-            def report(result) -> None:  # type: ignore[no-untyped-def]
+            def report(result: IngestResult) -> None:
                 nonlocal chunks
                 progress.advance(task)
                 progress.update(task, description=f"ingesting into {bot}")
                 counts[result.status] += 1
                 if result.status == "ingested":
                     chunks += result.chunk_count
-                    progress.console.print(f"[green]✓[/green] {result.source} ({result.chunk_count} chunks)",
-                                           soft_wrap=True)
+                    progress.console.print(
+                        f"[green]✓[/green] {result.source} ({result.chunk_count} chunks)",
+                        soft_wrap=True,
+                    )
                 elif result.status == "unchanged":
-                    progress.console.print(f"[green]✓[/green] {result.source} (unchanged)", soft_wrap=True)
+                    progress.console.print(
+                        f"[green]✓[/green] {result.source} (unchanged)", soft_wrap=True
+                    )
                 elif result.status == "error":
                     message = (result.message or "").removeprefix(f"{Path(result.source).name}: ")
-                    progress.console.print(f"[red]✗ {result.source}: {message}[/red] ({result.reason})",
-                                           soft_wrap=True)
+                    progress.console.print(
+                        f"[red]✗ {result.source}: {message}[/red] ({result.reason})", soft_wrap=True
+                    )
 
-            ingest_sources(runtime.knowledge, runtime.sessions, bot_id, sources, force=force, on_result=report)
+            ingest_sources(
+                runtime.knowledge, runtime.sessions, bot_id, sources, force=force, on_result=report
+            )
         seconds = time.perf_counter() - started
     finally:
         asyncio.run(runtime.stop())
     skipped = selection.skip_counts()
     skipped["navigation only"] = counts["skipped"]
-    skip_text = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items()) if n)
-    rate = f" · {chunks} chunks in {seconds:.1f} s ({chunks / seconds:.1f} chunks/s)" if chunks else ""
+    skip_text = ", ".join(
+        f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items()) if n
+    )
+    rate = (
+        f" · {chunks} chunks in {seconds:.1f} s ({chunks / seconds:.1f} chunks/s)" if chunks else ""
+    )
     console.print(
         f"{bot}: {counts['ingested']} ingested, {counts['unchanged']} unchanged, "
         f"{sum(skipped.values())} skipped{f' ({skip_text})' if skip_text else ''}, "
-        f"{counts['error']} failed{rate}", soft_wrap=True,
+        f"{counts['error']} failed{rate}",
+        soft_wrap=True,
     )
     if counts["error"] or selection.missing:
         raise typer.Exit(1)
@@ -123,8 +165,14 @@ def list_(bot: str) -> None:
     table = Table("doc id", "source", "format", "chunks", "pages", "ingested")
     with session_scope() as session:
         for d in list_documents(session, get_bot(session, bot).id):
-            table.add_row(d.id, d.source, d.format, str(d.chunk_count), str(d.page_count or "-"),
-                          d.ingested_at.isoformat(timespec="seconds"))
+            table.add_row(
+                d.id,
+                d.source,
+                d.format,
+                str(d.chunk_count),
+                str(d.page_count or "-"),
+                d.ingested_at.isoformat(timespec="seconds"),
+            )
     console.print(table)
 
 
@@ -138,7 +186,7 @@ def delete(bot: str, doc_id: str) -> None:
 
     _quiet_models()
 
-    async def work(runtime) -> int:  # type: ignore[no-untyped-def]
+    async def work(runtime: Runtime) -> int:
         with transaction(runtime.sessions) as session:
             bot_id = get_bot(session, bot).id
         return delete_document(runtime.knowledge, runtime.sessions, bot_id, doc_id)

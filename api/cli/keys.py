@@ -14,8 +14,12 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 
 @keys_app.command("create")
 def create(
-    bot: Annotated[list[str] | None, typer.Option("--bot", help="Bot slug the key may use (repeatable).")] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Admin key: all bots and the admin API.")] = False,
+    bot: Annotated[
+        list[str] | None, typer.Option("--bot", help="Bot slug the key may use (repeatable).")
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Admin key: all bots and the admin API.")
+    ] = False,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
 ) -> None:
     """Create an API key. The key is printed once, as the last line; only its hash is stored."""

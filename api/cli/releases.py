@@ -18,7 +18,9 @@ from api.services.access.audit import CLI_ACTOR
 from api.services.releases import lifecycle as service
 from api.services.releases.lifecycle import AliasMove, ReleaseCreate, ReleaseView
 
-releases_app = typer.Typer(help="Releases of a bot: candidates, promotion, rollback.", no_args_is_help=True)
+releases_app = typer.Typer(
+    help="Releases of a bot: candidates, promotion, rollback.", no_args_is_help=True
+)
 
 BotArg = Annotated[str, typer.Argument(help="Slug of the bot.")]
 ReleaseArg = Annotated[str, typer.Argument(help="Release id, or its version (3 or v3).")]
@@ -31,28 +33,58 @@ def _show(view: ReleaseView) -> None:
 
 def _show_move(move: AliasMove) -> None:
     verb = "promoted" if move.action == service.PROMOTE else "rolled back"
-    console.print(f"{move.bot}: {verb}; live release {move.before or '-'} -> [bold]{move.after}[/bold]")
+    console.print(
+        f"{move.bot}: {verb}; live release {move.before or '-'} -> [bold]{move.after}[/bold]"
+    )
 
 
 @releases_app.command("create")
 def create(
     bot: BotArg,
-    adapter: Annotated[str | None, typer.Option(help="Versioned adapter name, e.g. acme-support-v3.")] = None,
-    adapter_path: Annotated[str | None, typer.Option(help="Where the backend loads the adapter from.")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="Prompt frozen with the release.")] = None,
-    mode: Annotated[str, typer.Option(help="rag | adapter | adapter+rag | retrieval | holding")] = "rag",
-    holding_message: Annotated[str | None, typer.Option(help="What a holding release answers.")] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model (default: the live release's).")] = None,
-    based_on: Annotated[str | None, typer.Option(help="Copy unset fields from this release.")] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="Versioned adapter name, e.g. acme-support-v3.")
+    ] = None,
+    adapter_path: Annotated[
+        str | None, typer.Option(help="Where the backend loads the adapter from.")
+    ] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option(help="Prompt frozen with the release.")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="rag | adapter | adapter+rag | retrieval | holding")
+    ] = "rag",
+    holding_message: Annotated[
+        str | None, typer.Option(help="What a holding release answers.")
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Base model (default: the live release's).")
+    ] = None,
+    based_on: Annotated[
+        str | None, typer.Option(help="Copy unset fields from this release.")
+    ] = None,
     notes: Annotated[str, typer.Option()] = "",
-    candidate: Annotated[bool, typer.Option("--candidate", help="Attach as a candidate at once.")] = False,
+    candidate: Annotated[
+        bool, typer.Option("--candidate", help="Attach as a candidate at once.")
+    ] = False,
 ) -> None:
     """Create a release with the bot's next version (releases never change)."""
-    given = {"adapter": adapter, "adapter_path": adapter_path, "system_prompt": system_prompt,
-             "holding_message": holding_message, "base_model": base_model, "based_on": based_on}
+    given = {
+        "adapter": adapter,
+        "adapter_path": adapter_path,
+        "system_prompt": system_prompt,
+        "holding_message": holding_message,
+        "base_model": base_model,
+        "based_on": based_on,
+    }
     try:
-        data = ReleaseCreate(mode=mode, notes=notes, candidate=candidate,  # type: ignore[arg-type]
-                             **{k: v for k, v in given.items() if v is not None})
+        data = ReleaseCreate.model_validate(
+            {
+                "mode": mode,
+                "notes": notes,
+                "candidate": candidate,
+                **{k: v for k, v in given.items() if v is not None},
+            }
+        )
     except ValidationError as exc:
         raise invalid(exc, "release") from exc
     _show(run(lambda rt: service.create(rt, bot, data, CLI_ACTOR), backend=data.candidate))
@@ -65,8 +97,15 @@ def list_(bot: BotArg) -> None:
         views = service.list_releases(session, bot)
     table = Table("version", "status", "mode", "adapter", "base model", "id", "created")
     for v in views:
-        table.add_row(f"v{v.version}", v.status, v.mode, v.adapter or "-", v.base_model, v.id,
-                      v.created_at.isoformat(timespec="seconds"))
+        table.add_row(
+            f"v{v.version}",
+            v.status,
+            v.mode,
+            v.adapter or "-",
+            v.base_model,
+            v.id,
+            v.created_at.isoformat(timespec="seconds"),
+        )
     console.print(table)
 
 
@@ -85,7 +124,9 @@ def detach(bot: BotArg, release: ReleaseArg) -> None:
 @releases_app.command("promote")
 def promote(bot: BotArg, release: ReleaseArg) -> None:
     """Make a release live (move the alias); requests already running finish on the old one."""
-    _show_move(run(backend=True, work=lambda rt: service.promote_release(rt, bot, release, CLI_ACTOR)))
+    _show_move(
+        run(backend=True, work=lambda rt: service.promote_release(rt, bot, release, CLI_ACTOR))
+    )
 
 
 @releases_app.command("rollback")

@@ -24,14 +24,19 @@ def serve(
     from api.app import create_app
 
     uvicorn.run(
-        create_app(load_settings()), host=host, port=port, log_level=log_level, access_log=access_log,
+        create_app(load_settings()),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
         timeout_graceful_shutdown=10,
     )
 
 
 def worker(
     kinds: Annotated[
-        list[str] | None, typer.Option("--kind", help="Only these job kinds (repeatable), e.g. shadow.")
+        list[str] | None,
+        typer.Option("--kind", help="Only these job kinds (repeatable), e.g. shadow."),
     ] = None,
 ) -> None:
     """Run background jobs (shadow answers, ingestion, re-embedding, …) in this process, claiming them
@@ -43,7 +48,9 @@ def worker(
 
     from api.runtime import build_runtime
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     runtime = build_runtime(load_settings())
 
     async def main() -> None:
@@ -75,7 +82,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     settings = load_settings()
     upgrade(settings, revision)
     at, heads = current_heads(settings)
-    console.print(f"database at {', '.join(sorted(at)) or 'base'} (code head: {', '.join(sorted(heads))})")
+    console.print(
+        f"database at {', '.join(sorted(at)) or 'base'} (code head: {', '.join(sorted(heads))})"
+    )
 
 
 @db_app.command("current")
@@ -84,6 +93,8 @@ def db_current() -> None:
     from api.migrate import current_heads
 
     at, heads = current_heads(load_settings())
-    console.print(f"database at {', '.join(sorted(at)) or 'base'} (code head: {', '.join(sorted(heads))})")
+    console.print(
+        f"database at {', '.join(sorted(at)) or 'base'} (code head: {', '.join(sorted(heads))})"
+    )
     if at != heads:
         raise typer.Exit(1)

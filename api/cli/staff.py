@@ -15,19 +15,26 @@ from api.services.access import staff
 from api.services.access.audit import CLI_ACTOR
 from api.services.bots.management import get_bot
 
-staff_app = typer.Typer(help="Staff users of the review UI: admins and reviewers.", no_args_is_help=True)
+staff_app = typer.Typer(
+    help="Staff users of the review UI: admins and reviewers.", no_args_is_help=True
+)
 
-BotsOpt = Annotated[list[str] | None, typer.Option("--bot", help="Slug of a bot to review (repeatable).")]
+BotsOpt = Annotated[
+    list[str] | None, typer.Option("--bot", help="Slug of a bot to review (repeatable).")
+]
 
 
 @staff_app.command("create")
 def create(
     email: Annotated[str, typer.Option(help="Login email.")],
-    role: Annotated[str, typer.Option(help="admin (every bot, thresholds) or reviewer (granted bots).")] = "reviewer",
+    role: Annotated[
+        str, typer.Option(help="admin (every bot, thresholds) or reviewer (granted bots).")
+    ] = "reviewer",
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     bot: BotsOpt = None,
     password: Annotated[
-        str | None, typer.Option(help="Password (>= 10 characters); asked for, hidden, when left out.")
+        str | None,
+        typer.Option(help="Password (>= 10 characters); asked for, hidden, when left out."),
     ] = None,
 ) -> None:
     """Create a staff user."""
@@ -35,10 +42,13 @@ def create(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with session_scope() as session:
         bots = [get_bot(session, slug) for slug in bot or []]
-        user = staff.create_user(session, CLI_ACTOR, email=email, password=password, role=role, name=name,
-                                 bots=bots)
-        console.print(f"created {user.role} {user.email} ({user.id})"
-                      + (f", reviews {', '.join(b.slug for b in user.bots)}" if user.bots else ""))
+        user = staff.create_user(
+            session, CLI_ACTOR, email=email, password=password, role=role, name=name, bots=bots
+        )
+        console.print(
+            f"created {user.role} {user.email} ({user.id})"
+            + (f", reviews {', '.join(b.slug for b in user.bots)}" if user.bots else "")
+        )
 
 
 @staff_app.command("list")
@@ -47,8 +57,14 @@ def list_staff() -> None:
     with session_scope() as session:
         table = Table("email", "name", "role", "bots", "active", "id")
         for user in staff.list_users(session):
-            bots = "all" if user.role == "admin" else ", ".join(sorted(b.slug for b in user.bots)) or "-"
-            table.add_row(user.email, user.name, user.role, bots, "yes" if user.active else "no", user.id)
+            bots = (
+                "all"
+                if user.role == "admin"
+                else ", ".join(sorted(b.slug for b in user.bots)) or "-"
+            )
+            table.add_row(
+                user.email, user.name, user.role, bots, "yes" if user.active else "no", user.id
+            )
         console.print(table)
 
 

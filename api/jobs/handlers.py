@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from api.jobs.worker import Handler, JobContext
 from api.runtime import Runtime
 
-RuntimeHandler = Callable[[JobContext, Runtime], dict[str, Any]] | Callable[
-    [JobContext, Runtime], Awaitable[dict[str, Any]]
-]
+RuntimeHandler = (
+    Callable[[JobContext, Runtime], dict[str, Any]]
+    | Callable[[JobContext, Runtime], Awaitable[dict[str, Any]]]
+)
 
 
 def registry() -> dict[str, RuntimeHandler]:
@@ -30,20 +31,20 @@ def registry() -> dict[str, RuntimeHandler]:
 
 def bind(runtime: Runtime) -> dict[str, Handler]:
     """The registry with the runtime bound in, ready for a `Worker`."""
-    bound: dict[str, Handler] = {}
-    for kind, handler in registry().items():
-        fn = partial(handler, runtime=runtime)
-        # Keep coroutine-ness visible to the worker (partial hides it from inspect on 3.11).
-        if _is_async(handler):
-            async def run(ctx: JobContext, _h: Any = handler) -> dict[str, Any]:
-                return await _h(ctx, runtime=runtime)
-            bound[kind] = run
-        else:
-            bound[kind] = fn  # type: ignore[assignment]
-    return bound
+    return {kind: _bound(handler, runtime) for kind, handler in registry().items()}
 
 
-def _is_async(fn: Any) -> bool:
-    import inspect
+def _bound(handler: RuntimeHandler, runtime: Runtime) -> Handler:
+    # Coroutine-ness stays visible to the worker (a functools.partial would hide it on 3.11).
+    if inspect.iscoroutinefunction(handler):
 
-    return inspect.iscoroutinefunction(fn)
+        async def run_async(ctx: JobContext) -> dict[str, Any]:
+            result: dict[str, Any] = await handler(ctx, runtime)
+            return result
+
+        return run_async
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        return handler(ctx, runtime)  # type: ignore[return-value]  # synchronous: narrowed above
+
+    return run

@@ -16,7 +16,9 @@ PROBE_S = 0.02
 LATE_S = 0.005
 
 
-async def wait_for_headroom(busy_cpu: float | None, max_defer_s: float, probe_s: float = PROBE_S) -> float:
+async def wait_for_headroom(
+    busy_cpu: float | None, max_defer_s: float, probe_s: float = PROBE_S
+) -> float:
     """Return once the process uses less than `busy_cpu` of a core (None: at once), or after
     `max_defer_s`; returns the seconds waited."""
     started = time.monotonic()

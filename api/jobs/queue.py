@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from api.db import rowcount
 from api.errors import NotFound
 from api.ids import new_id
 from api.models import Job
@@ -19,22 +20,48 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def job_row(kind: str, payload: dict[str, Any], *, bot_id: str | None = None, max_attempts: int = 3) -> dict[str, Any]:
+def job_row(
+    kind: str, payload: dict[str, Any], *, bot_id: str | None = None, max_attempts: int = 3
+) -> dict[str, Any]:
     """A complete `jobs` row, for inserting in bulk inside another transaction (e.g. with an exchange)."""
     now = _now()
     return {
-        "id": new_id("job"), "kind": kind, "bot_id": bot_id, "payload": payload, "status": "queued",
-        "progress": {}, "result": None, "error": None, "attempts": 0, "max_attempts": max_attempts,
-        "locked_by": None, "locked_until": None, "created_at": now, "started_at": None, "finished_at": None,
+        "id": new_id("job"),
+        "kind": kind,
+        "bot_id": bot_id,
+        "payload": payload,
+        "status": "queued",
+        "progress": {},
+        "result": None,
+        "error": None,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "locked_by": None,
+        "locked_until": None,
+        "created_at": now,
+        "started_at": None,
+        "finished_at": None,
     }
 
 
 def enqueue(
-    session: Session, kind: str, payload: dict[str, Any], *, bot_id: str | None = None, max_attempts: int = 3
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    bot_id: str | None = None,
+    max_attempts: int = 3,
 ) -> Job:
     """Add a job in the caller's transaction: it exists exactly when the caller's work commits."""
-    job = Job(id=new_id("job"), kind=kind, bot_id=bot_id, payload=payload, status="queued",
-              max_attempts=max_attempts, progress={})
+    job = Job(
+        id=new_id("job"),
+        kind=kind,
+        bot_id=bot_id,
+        payload=payload,
+        status="queued",
+        max_attempts=max_attempts,
+        progress={},
+    )
     session.add(job)
     session.flush()
     changed(session, JOBS)
@@ -46,7 +73,10 @@ def claim(session: Session, worker_id: str, kinds: list[str], lease_s: float) ->
     now = _now()
     runnable = or_(Job.status == "queued", (Job.status == "running") & (Job.locked_until < now))
     candidate = session.scalar(
-        select(Job.id).where(Job.kind.in_(kinds), runnable).order_by(Job.created_at).limit(1)
+        select(Job.id)
+        .where(Job.kind.in_(kinds), runnable)
+        .order_by(Job.created_at)
+        .limit(1)
         .with_for_update(skip_locked=True)
     )
     if candidate is None:
@@ -54,35 +84,51 @@ def claim(session: Session, worker_id: str, kinds: list[str], lease_s: float) ->
     taken = session.execute(
         update(Job)
         .where(Job.id == candidate, runnable)
-        .values(status="running", locked_by=worker_id, locked_until=now + timedelta(seconds=lease_s),
-                attempts=Job.attempts + 1, started_at=now)
+        .values(
+            status="running",
+            locked_by=worker_id,
+            locked_until=now + timedelta(seconds=lease_s),
+            attempts=Job.attempts + 1,
+            started_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
-    if taken.rowcount != 1:  # another worker got it first
+    if rowcount(taken) != 1:  # another worker got it first
         return None
     return session.get(Job, candidate, populate_existing=True)
 
 
-def extend_lease(session: Session, job_id: str, worker_id: str, lease_s: float, progress: dict[str, Any] | None = None) -> bool:
+def extend_lease(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    lease_s: float,
+    progress: dict[str, Any] | None = None,
+) -> bool:
     """Keep a long job ours; False when the lease was lost (the job must stop without finishing)."""
     values: dict[str, Any] = {"locked_until": _now() + timedelta(seconds=lease_s)}
     if progress is not None:
         values["progress"] = progress
     result = session.execute(
-        update(Job).where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running").values(**values)
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def finish(session: Session, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
     """Mark succeeded, only if this worker still holds the job (exactly-once completion)."""
     done = session.execute(
-        update(Job).where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
-        .values(status="succeeded", result=result, finished_at=_now(), locked_until=None, error=None)
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+        .values(
+            status="succeeded", result=result, finished_at=_now(), locked_until=None, error=None
+        )
         .execution_options(synchronize_session=False)
     )
-    return done.rowcount == 1
+    return rowcount(done) == 1
 
 
 def fail(session: Session, job_id: str, worker_id: str, error: str) -> str | None:
@@ -106,7 +152,9 @@ def get_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def list_jobs(session: Session, *, bot_id: str | None = None, kind: str | None = None, limit: int = 50) -> list[Job]:
+def list_jobs(
+    session: Session, *, bot_id: str | None = None, kind: str | None = None, limit: int = 50
+) -> list[Job]:
     query = select(Job).order_by(Job.created_at.desc()).limit(limit)
     if bot_id is not None:
         query = query.where(Job.bot_id == bot_id)

@@ -43,7 +43,9 @@ class JobContext:
         """Record progress (shown in the job's status) and renew the lease."""
         self.progress.update(progress)
         with transaction(self.sessions) as session:
-            if not queue.extend_lease(session, self.job_id, self.worker_id, self.lease_s, dict(self.progress)):
+            if not queue.extend_lease(
+                session, self.job_id, self.worker_id, self.lease_s, dict(self.progress)
+            ):
                 raise LeaseLost(self.job_id)
 
 
@@ -96,16 +98,24 @@ class Worker:
         job = await asyncio.to_thread(self._claim)
         if job is None:
             return False
-        ctx = JobContext(job_id=job["id"], kind=job["kind"], bot_id=job["bot_id"], payload=job["payload"],
-                         attempt=job["attempts"], sessions=self.sessions, worker_id=self.worker_id,
-                         lease_s=self.lease_s, progress=dict(job["progress"] or {}))
+        ctx = JobContext(
+            job_id=job["id"],
+            kind=job["kind"],
+            bot_id=job["bot_id"],
+            payload=job["payload"],
+            attempt=job["attempts"],
+            sessions=self.sessions,
+            worker_id=self.worker_id,
+            lease_s=self.lease_s,
+            progress=dict(job["progress"] or {}),
+        )
         handler = self.handlers[ctx.kind]
         heartbeat = asyncio.create_task(self._keep_lease(ctx))
         try:
             if inspect.iscoroutinefunction(handler):
-                result = await handler(ctx)  # type: ignore[misc]
+                result = await handler(ctx)
             else:
-                result = await asyncio.to_thread(handler, ctx)  # type: ignore[arg-type]
+                result = await asyncio.to_thread(handler, ctx)
         except LeaseLost:
             log.warning("job %s was taken over by another worker", ctx.job_id)
             return True
@@ -122,9 +132,11 @@ class Worker:
     async def _keep_lease(self, ctx: JobContext) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
+
             def extend() -> bool:
                 with transaction(self.sessions) as session:
                     return queue.extend_lease(session, ctx.job_id, self.worker_id, self.lease_s)
+
             if not await asyncio.to_thread(extend):
                 return
 
@@ -133,8 +145,14 @@ class Worker:
             job = queue.claim(session, self.worker_id, list(self.handlers), self.lease_s)
             if job is None:
                 return None
-            return {"id": job.id, "kind": job.kind, "bot_id": job.bot_id, "payload": job.payload,
-                    "attempts": job.attempts, "progress": job.progress}
+            return {
+                "id": job.id,
+                "kind": job.kind,
+                "bot_id": job.bot_id,
+                "payload": job.payload,
+                "attempts": job.attempts,
+                "progress": job.progress,
+            }
 
     def _finish(self, job_id: str, result: dict[str, Any]) -> None:
         with transaction(self.sessions) as session:
@@ -151,8 +169,14 @@ class WorkerPool:
     an ingest job does not queue behind a backlog of shadow answers, and `shadow_lanes` shadow
     answers can run at once."""
 
-    def __init__(self, sessions: sessionmaker[Session], handlers: dict[str, Handler], *, lease_s: float,
-                 shadow_lanes: int = 1) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        handlers: dict[str, Handler],
+        *,
+        lease_s: float,
+        shadow_lanes: int = 1,
+    ) -> None:
         lanes: list[list[str]] = []
         if "shadow" in handlers:
             lanes += [["shadow"]] * max(1, shadow_lanes)
@@ -161,7 +185,9 @@ class WorkerPool:
         rest = [kind for kind in handlers if kind not in ("shadow", "review_feed")]
         if rest:
             lanes.append(rest)
-        self.workers = [Worker(sessions, {k: handlers[k] for k in lane}, lease_s=lease_s) for lane in lanes]
+        self.workers = [
+            Worker(sessions, {k: handlers[k] for k in lane}, lease_s=lease_s) for lane in lanes
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -63,8 +63,14 @@ class KeyOut(BaseModel):
     @classmethod
     def of(cls, key: ApiKey) -> KeyOut:
         return cls(
-            id=key.id, name=key.name, prefix=key.prefix, admin=key.is_admin, bots=[b.slug for b in key.bots],
-            created_at=key.created_at, revoked_at=key.revoked_at, last_used_at=key.last_used_at,
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            admin=key.is_admin,
+            bots=[b.slug for b in key.bots],
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
         )
 
 
@@ -96,7 +102,9 @@ class ExchangeOut(BaseModel):
 
 
 @router.post("/bots", status_code=201)
-def create_bot(data: bot_service.BotCreate, _: AdminKey, session: SessionDep, request: Request) -> BotOut:
+def create_bot(
+    data: bot_service.BotCreate, _: AdminKey, session: SessionDep, request: Request
+) -> BotOut:
     bot = bot_service.create_bot(session, data, base_model=request.app.state.settings.model)
     return BotOut.of(bot)
 
@@ -150,7 +158,9 @@ def list_exchanges(
     limit: int = Query(50, ge=1, le=500),
 ) -> list[ExchangeOut]:
     bot_id = bot_service.get_bot(session, bot).id if bot else None
-    rows = exchange_service.list_exchanges(session, bot_id=bot_id, conversation_id=conversation_id, limit=limit)
+    rows = exchange_service.list_exchanges(
+        session, bot_id=bot_id, conversation_id=conversation_id, limit=limit
+    )
     return [ExchangeOut.of(r) for r in rows]
 
 

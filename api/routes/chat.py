@@ -39,32 +39,54 @@ _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}},
-                     "description": "A `ChatCompletion`, or with `stream` a stream of `ChatCompletionChunk` "
-                                    "events ending with `data: [DONE]`."}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}},
+            "description": "A `ChatCompletion`, or with `stream` a stream of `ChatCompletionChunk` "
+            "events ending with `data: [DONE]`.",
+        }
+    },
 )
 async def chat_completions(request: Request) -> Response:
-    chat: ChatService = request.app.state.chat  # not a dependency: resolving one costs ~70 us a request
+    chat: ChatService = (
+        request.app.state.chat
+    )  # not a dependency: resolving one costs ~70 us a request
     body = await _parse_body(request)
     conversation_id = request.headers.get(CONVERSATION_HEADER)
     if conversation_id is not None and not (0 < len(conversation_id) <= 200):
-        raise InvalidRequest("X-Conversation-Id must be 1-200 characters.", param=CONVERSATION_HEADER)
+        raise InvalidRequest(
+            "X-Conversation-Id must be 1-200 characters.", param=CONVERSATION_HEADER
+        )
     answer = await chat.answer(body, token=bearer_token(request), conversation_id=conversation_id)
     turn = answer.turn
     headers = {CONVERSATION_HEADER: turn.conversation_id, "X-Exchange-Id": turn.exchange_id}
     if turn.stream:
-        return StreamingResponse(_sse(answer), media_type="text/event-stream",
-                                 headers={**headers, **_STREAM_HEADERS})
+        return StreamingResponse(
+            _sse(answer), media_type="text/event-stream", headers={**headers, **_STREAM_HEADERS}
+        )
     generation, done = await answer.collect()
     completion = ChatCompletion.model_construct(
-        id=turn.exchange_id, created=turn.created, model=turn.bot_slug,
-        choices=[Choice.model_construct(index=0, message=AssistantMessage(content=generation.answer),
-                                        finish_reason=done.finish_reason, logprobs=None)],
-        usage=_usage(done.usage), conversation_id=turn.conversation_id,
-        citations=_citation_models(done.citations), refused=True if done.refused else None,
+        id=turn.exchange_id,
+        created=turn.created,
+        model=turn.bot_slug,
+        choices=[
+            Choice.model_construct(
+                index=0,
+                message=AssistantMessage(content=generation.answer),
+                finish_reason=done.finish_reason,
+                logprobs=None,
+            )
+        ],
+        usage=_usage(done.usage),
+        conversation_id=turn.conversation_id,
+        citations=_citation_models(done.citations),
+        refused=True if done.refused else None,
     )
-    return Response(completion.model_dump_json(exclude=_unset_extensions(completion)).encode(),
-                    media_type="application/json", headers=headers)
+    return Response(
+        completion.model_dump_json(exclude=_unset_extensions(completion)).encode(),
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def _parse_body(request: Request) -> ChatCompletionRequest:
@@ -99,18 +121,34 @@ async def _sse(answer: ChatAnswer) -> AsyncIterator[bytes]:
             tail = pending + _chunk(turn, Delta(), event.finish_reason, event)
             if turn.include_usage:
                 usage = ChatCompletionChunk.model_construct(
-                    id=turn.exchange_id, created=turn.created, model=turn.bot_slug, choices=[],
-                    usage=_usage(event.usage))
-                tail += b"data: " + usage.model_dump_json(exclude={"citations", "refused"}).encode() + b"\n\n"
+                    id=turn.exchange_id,
+                    created=turn.created,
+                    model=turn.bot_slug,
+                    choices=[],
+                    usage=_usage(event.usage),
+                )
+                tail += (
+                    b"data: "
+                    + usage.model_dump_json(exclude={"citations", "refused"}).encode()
+                    + b"\n\n"
+                )
             yield tail + b"data: [DONE]\n\n"
 
 
-def _chunk(turn: ChatTurn, delta: Delta, finish_reason: str | None = None,
-           done: AnswerDone | None = None) -> bytes:
+def _chunk(
+    turn: ChatTurn, delta: Delta, finish_reason: str | None = None, done: AnswerDone | None = None
+) -> bytes:
     chunk = ChatCompletionChunk.model_construct(
-        id=turn.exchange_id, created=turn.created, model=turn.bot_slug,
-        choices=[ChunkChoice.model_construct(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)],
-        usage=None, citations=_citation_models(done.citations) if done else None,
+        id=turn.exchange_id,
+        created=turn.created,
+        model=turn.bot_slug,
+        choices=[
+            ChunkChoice.model_construct(
+                index=0, delta=delta, logprobs=None, finish_reason=finish_reason
+            )
+        ],
+        usage=None,
+        citations=_citation_models(done.citations) if done else None,
         refused=True if done is not None and done.refused else None,
     )
     empty = {name for name in ("role", "content") if getattr(delta, name) is None}
@@ -137,8 +175,11 @@ def _data(payload: dict[str, Any]) -> bytes:
 
 
 def _usage(usage: UsageCounts) -> Usage:
-    return Usage.model_construct(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                                 total_tokens=usage.total_tokens)
+    return Usage.model_construct(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
 
 
 def _citation_models(citations: list[dict[str, Any]] | None) -> list[Citation] | None:
@@ -147,4 +188,8 @@ def _citation_models(citations: list[dict[str, Any]] | None) -> list[Citation] |
 
 def _unset_extensions(model: ChatCompletion | ChatCompletionChunk) -> set[str]:
     # Extensions appear only when they say something; OpenAI's own fields always do.
-    return {name for name in ("conversation_id", "citations", "refused") if getattr(model, name, None) is None}
+    return {
+        name
+        for name in ("conversation_id", "citations", "refused")
+        if getattr(model, name, None) is None
+    }

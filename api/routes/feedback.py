@@ -30,8 +30,12 @@ async def give_feedback(exchange_id: str, body: Feedback, request: Request) -> d
 
     def record() -> None:
         with transaction(runtime.sessions) as session:
-            key = authenticate(session, token, bootstrap_admin=bootstrap_admin_secret(runtime.settings))
+            key = authenticate(
+                session, token, bootstrap_admin=bootstrap_admin_secret(runtime.settings)
+            )
             record_feedback(session, key, exchange_id, body.rating)
 
-    await run_in_threadpool(record)  # a thumbs-down queues a review job: the commit wakes the worker
+    await run_in_threadpool(
+        record
+    )  # a thumbs-down queues a review job: the commit wakes the worker
     return {"exchange_id": exchange_id, "rating": body.rating}

@@ -38,9 +38,18 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def of(cls, row: Document) -> DocumentOut:
-        return cls(doc_id=row.id, source=row.source, title=row.title, format=row.format, chunk_count=row.chunk_count,
-                   page_count=row.page_count, size_bytes=row.size_bytes, content_hash=row.content_hash,
-                   embedder=row.embedder, ingested_at=row.ingested_at)
+        return cls(
+            doc_id=row.id,
+            source=row.source,
+            title=row.title,
+            format=row.format,
+            chunk_count=row.chunk_count,
+            page_count=row.page_count,
+            size_bytes=row.size_bytes,
+            content_hash=row.content_hash,
+            embedder=row.embedder,
+            ingested_at=row.ingested_at,
+        )
 
 
 class JobOut(BaseModel):
@@ -67,24 +76,36 @@ async def upload_documents(
     """Multipart upload (field `files`, repeatable). Each file succeeds or fails on its own."""
     runtime: Runtime = request.app.state.runtime
     if not files:
-        raise InvalidRequest("Send at least one file in the multipart field 'files'.", param="files")
+        raise InvalidRequest(
+            "Send at least one file in the multipart field 'files'.", param="files"
+        )
 
     def accept() -> kb_service.UploadOutcome:
         with transaction(runtime.sessions) as session:
             bot_id = bot_service.get_bot(session, slug).id
         return kb_service.accept_uploads(
-            lambda: runtime.knowledge, runtime.sessions, runtime.settings, bot_id,
-            [(f.filename, f.size, f.file) for f in files], force=force)
+            lambda: runtime.knowledge,
+            runtime.sessions,
+            runtime.settings,
+            bot_id,
+            [(f.filename, f.size, f.file) for f in files],
+            force=force,
+        )
 
     outcome = await run_in_threadpool(accept)
     if outcome.job is not None:
-        return JSONResponse({"job": JobOut.of(outcome.job).model_dump(mode="json"), "rejected": outcome.rejected},
-                            status_code=202, headers={"Location": f"/api/jobs/{outcome.job.id}"})
+        return JSONResponse(
+            {"job": JobOut.of(outcome.job).model_dump(mode="json"), "rejected": outcome.rejected},
+            status_code=202,
+            headers={"Location": f"/api/jobs/{outcome.job.id}"},
+        )
     body = outcome.results or []
     counts = kb_service.ingest_counts(body)
     # 422 only when every file failed: a batch with any success, skip or no-op is a 200.
-    return JSONResponse({"results": body, **counts},
-                        status_code=422 if body and counts["failed"] == len(body) else 200)
+    return JSONResponse(
+        {"results": body, **counts},
+        status_code=422 if body and counts["failed"] == len(body) else 200,
+    )
 
 
 @router.get("/bots/{slug}/documents")
@@ -118,10 +139,16 @@ def put_knowledge(
     """Replace the bot's knowledge settings. A new embedding model starts a re-embedding job; the bot
     switches to it once every document is re-embedded (202 with the job)."""
     runtime: Runtime = request.app.state.runtime
-    wanted, job = update_knowledge(session, bot_service.get_bot(session, slug), config,
-                                   default_embedder=runtime.settings.embedder)
+    wanted, job = update_knowledge(
+        session,
+        bot_service.get_bot(session, slug),
+        config,
+        default_embedder=runtime.settings.embedder,
+    )
     if job is not None:
-        return JSONResponse({"knowledge": wanted, "job": JobOut.of(job).model_dump(mode="json")}, status_code=202)
+        return JSONResponse(
+            {"knowledge": wanted, "job": JobOut.of(job).model_dump(mode="json")}, status_code=202
+        )
     return JSONResponse({"knowledge": wanted})
 
 
@@ -131,11 +158,8 @@ def get_job(job_id: str, _: AdminKey, session: SessionDep) -> JobOut:
 
 
 @router.get("/jobs")
-def list_jobs(_: AdminKey, session: SessionDep, bot: str | None = None, kind: str | None = None) -> list[JobOut]:
+def list_jobs(
+    _: AdminKey, session: SessionDep, bot: str | None = None, kind: str | None = None
+) -> list[JobOut]:
     bot_id = bot_service.get_bot(session, bot).id if bot else None
     return [JobOut.of(j) for j in queue.list_jobs(session, bot_id=bot_id, kind=kind)]
-
-
-
-
-

@@ -15,4 +15,6 @@ router = APIRouter()
 def list_models(key: CurrentKey, session: SessionDep) -> ModelList:
     allowed = {b.id for b in key.bots}
     bots = [b for b in list_bots(session) if key.is_admin or b.id in allowed]
-    return ModelList(data=[Model(id=b.slug, created=int(b.created_at.timestamp()), name=b.name) for b in bots])
+    return ModelList(
+        data=[Model(id=b.slug, created=int(b.created_at.timestamp()), name=b.name) for b in bots]
+    )

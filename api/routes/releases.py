@@ -23,7 +23,9 @@ def list_releases(slug: str, _: AdminKey, session: SessionDep) -> list[ReleaseVi
 
 
 @router.post("", status_code=201)
-async def create_release(slug: str, data: ReleaseCreate, key: AdminKey, runtime: RuntimeDep) -> ReleaseView:
+async def create_release(
+    slug: str, data: ReleaseCreate, key: AdminKey, runtime: RuntimeDep
+) -> ReleaseView:
     return await service.create(runtime, slug, data, _actor(key))
 
 

@@ -44,12 +44,18 @@ def review_actor(request: Request, session: SessionDep) -> Actor:
         if not key.is_admin:
             raise PermissionDenied("The review API takes an admin API key or a staff session.")
         return Actor.of_key(key)
-    resolved = resolve_session(session, SessionCodec.from_settings(settings), request.cookies.get(SESSION_COOKIE))
+    resolved = resolve_session(
+        session, SessionCodec.from_settings(settings), request.cookies.get(SESSION_COOKIE)
+    )
     if resolved is None:
-        raise AuthenticationFailed("Log in as staff (POST /api/review/session) or send an admin API key.",
-                                   code="not_logged_in")
+        raise AuthenticationFailed(
+            "Log in as staff (POST /api/review/session) or send an admin API key.",
+            code="not_logged_in",
+        )
     actor, data = resolved
-    if request.method not in SAFE_METHODS and not csrf_ok(data.csrf, request.headers.get(CSRF_HEADER)):
+    if request.method not in SAFE_METHODS and not csrf_ok(
+        data.csrf, request.headers.get(CSRF_HEADER)
+    ):
         raise PermissionDenied(f"Missing or wrong {CSRF_HEADER} header.", code="csrf_failed")
     return actor
 
@@ -68,7 +74,9 @@ class MeOut(BaseModel):
     name: str
     role: str
     bots: list[str]
-    csrf_token: str | None = Field(None, description="Send as X-CSRF-Token on unsafe requests (sessions only).")
+    csrf_token: str | None = Field(
+        None, description="Send as X-CSRF-Token on unsafe requests (sessions only)."
+    )
 
 
 class LockOut(BaseModel):
@@ -155,22 +163,40 @@ class ItemOut(BaseModel):
     @classmethod
     def of(cls, d: review_service.ItemDetail) -> ItemOut:
         return cls(
-            id=d.item.id, bot=d.bot.slug, status=d.item.status, priority=d.item.priority, reasons=d.item.reasons,
-            group_key=d.item.group_key, group_size=d.group_size, exchange_id=d.exchange.id,
-            conversation=d.exchange.messages, question=d.question, passages=d.exchange.passages or [],
-            citations=d.exchange.citations or [], live_answer=d.exchange.answer,
-            live_release_id=d.exchange.release_id, release_id=d.item.release_id, reviewed_answer=d.reviewed_answer,
+            id=d.item.id,
+            bot=d.bot.slug,
+            status=d.item.status,
+            priority=d.item.priority,
+            reasons=d.item.reasons,
+            group_key=d.item.group_key,
+            group_size=d.group_size,
+            exchange_id=d.exchange.id,
+            conversation=d.exchange.messages,
+            question=d.question,
+            passages=d.exchange.passages or [],
+            citations=d.exchange.citations or [],
+            live_answer=d.exchange.answer,
+            live_release_id=d.exchange.release_id,
+            release_id=d.item.release_id,
+            reviewed_answer=d.reviewed_answer,
             candidates=[CandidateOut(**c.__dict__) for c in d.candidates],
-            reviews=[ReviewOut.of(r) for r in d.reviews], lock=LockOut.of(d.lock),
+            reviews=[ReviewOut.of(r) for r in d.reviews],
+            lock=LockOut.of(d.lock),
         )
 
 
 class VerdictIn(BaseModel):
     verdict: str = Field(description="approved | corrected | rejected | skipped")
-    corrected_text: str | None = Field(None, description="The corrected answer (verdict=corrected).")
-    reason: str | None = Field(None, description="wrong | should_refuse | unsafe | outdated (verdict=rejected).")
+    corrected_text: str | None = Field(
+        None, description="The corrected answer (verdict=corrected)."
+    )
+    reason: str | None = Field(
+        None, description="wrong | should_refuse | unsafe | outdated (verdict=rejected)."
+    )
     comment: str = ""
-    apply_to_group: bool = Field(True, description="Settle the other pending items of the group the same way.")
+    apply_to_group: bool = Field(
+        True, description="Settle the other pending items of the group the same way."
+    )
 
 
 class OutcomeOut(BaseModel):
@@ -179,7 +205,9 @@ class OutcomeOut(BaseModel):
     status: str
     settled: list[str]
     annotation_id: str | None
-    diff: list[dict[str, str]] = Field(description="Word diff of the correction against the answer.")
+    diff: list[dict[str, str]] = Field(
+        description="Word diff of the correction against the answer."
+    )
 
 
 class AnnotationOut(BaseModel):
@@ -194,8 +222,16 @@ class AnnotationOut(BaseModel):
 
     @classmethod
     def of(cls, row: Annotation, answered: dict[str, int]) -> AnnotationOut:
-        return cls(id=row.id, bot_id=row.bot_id, question=row.question, answer=row.answer, review_id=row.review_id,
-                   enabled=row.enabled, answered=answered.get(row.id, 0), created_at=row.created_at)
+        return cls(
+            id=row.id,
+            bot_id=row.bot_id,
+            question=row.question,
+            answer=row.answer,
+            review_id=row.review_id,
+            enabled=row.enabled,
+            answered=answered.get(row.id, 0),
+            created_at=row.created_at,
+        )
 
 
 class AnnotationPatch(BaseModel):
@@ -214,11 +250,22 @@ def login(data: LoginIn, request: Request, response: Response, session: SessionD
     settings = request.app.state.settings
     client = request.client.host if request.client else "?"
     cookie, staff_session, actor = log_in(
-        session, SessionCodec.from_settings(settings), login_throttle(request.app.state),
-        email=data.email, password=data.password, client=client,
+        session,
+        SessionCodec.from_settings(settings),
+        login_throttle(request.app.state),
+        email=data.email,
+        password=data.password,
+        client=client,
     )
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=settings.session_ttl_s, httponly=True,
-                        secure=settings.secure_cookies, samesite="lax", path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=settings.session_ttl_s,
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
     return _me(session, actor, staff_session.csrf)
 
 
@@ -231,44 +278,76 @@ def logout(_: ReviewActor, response: Response) -> Response:
 
 @router.get("/me")
 def me(actor: ReviewActor, request: Request, session: SessionDep) -> MeOut:
-    resolved = resolve_session(session, SessionCodec.from_settings(request.app.state.settings),
-                               request.cookies.get(SESSION_COOKIE))
-    return _me(session, actor, resolved[1].csrf if resolved and bearer_token(request) is None else None)
+    resolved = resolve_session(
+        session,
+        SessionCodec.from_settings(request.app.state.settings),
+        request.cookies.get(SESSION_COOKIE),
+    )
+    return _me(
+        session, actor, resolved[1].csrf if resolved and bearer_token(request) is None else None
+    )
 
 
 def _me(session: SessionDep, actor: Actor, csrf: str | None) -> MeOut:
     bots = [b.slug for b in reviewable_bots(session, actor)]
-    return MeOut(id=actor.id, email=actor.label, name=actor.name, role=actor.role, bots=bots, csrf_token=csrf)
+    return MeOut(
+        id=actor.id, email=actor.label, name=actor.name, role=actor.role, bots=bots, csrf_token=csrf
+    )
 
 
 @router.get("/items")
 def queue(
-    actor: ReviewActor, session: SessionDep, bot: str | None = None, status: str = "pending",
-    reason: str | None = None, release: str | None = None, limit: int = Query(50, ge=1, le=500),
+    actor: ReviewActor,
+    session: SessionDep,
+    bot: str | None = None,
+    status: str = "pending",
+    reason: str | None = None,
+    release: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> QueueOut:
     flt, _ = resolve_filter(session, actor, bot=bot, status=status, reason=reason, release=release)
     page = list_queue(session, actor, flt, limit=limit, offset=offset)
     return QueueOut(
-        items=[QueueItemOut(
-            id=e.item.id, bot=e.bot_slug, release_id=e.item.release_id, release_version=e.release_version,
-            status=e.item.status, priority=e.item.priority, reasons=e.item.reasons, group_key=e.item.group_key,
-            group_size=e.group_size, question=e.question, answer=e.answer, lock=LockOut.of(e.lock),
-            created_at=e.item.created_at,
-        ) for e in page.entries],
+        items=[
+            QueueItemOut(
+                id=e.item.id,
+                bot=e.bot_slug,
+                release_id=e.item.release_id,
+                release_version=e.release_version,
+                status=e.item.status,
+                priority=e.item.priority,
+                reasons=e.item.reasons,
+                group_key=e.item.group_key,
+                group_size=e.group_size,
+                question=e.question,
+                answer=e.answer,
+                lock=LockOut.of(e.lock),
+                created_at=e.item.created_at,
+            )
+            for e in page.entries
+        ],
         counts={s: {"items": n, "groups": g} for s, (n, g) in page.counts.items()},
-        total_groups=page.total_groups, limit=page.limit, offset=page.offset,
+        total_groups=page.total_groups,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
 @router.post("/next")
 def next_item(
-    actor: ReviewActor, session: SessionDep, request: Request, bot: str | None = None, reason: str | None = None,
+    actor: ReviewActor,
+    session: SessionDep,
+    request: Request,
+    bot: str | None = None,
+    reason: str | None = None,
     release: str | None = None,
 ) -> dict[str, ItemOut | None]:
     """Lock the next pending item nobody holds and return it (`{"item": null}` when there is none)."""
     flt, _ = resolve_filter(session, actor, bot=bot, reason=reason, release=release)
-    item = review_service.lock_next(session, actor, flt, lock_s=request.app.state.settings.review_lock_s)
+    item = review_service.lock_next(
+        session, actor, flt, lock_s=request.app.state.settings.review_lock_s
+    )
     return {"item": ItemOut.of(review_service.get_item(session, actor, item.id)) if item else None}
 
 
@@ -279,7 +358,9 @@ def get_item(item_id: str, actor: ReviewActor, session: SessionDep) -> ItemOut:
 
 @router.post("/items/{item_id}/lock")
 def lock_item(item_id: str, actor: ReviewActor, session: SessionDep, request: Request) -> LockOut:
-    lock = review_service.lock_item(session, actor, item_id, lock_s=request.app.state.settings.review_lock_s)
+    lock = review_service.lock_item(
+        session, actor, item_id, lock_s=request.app.state.settings.review_lock_s
+    )
     return LockOut(holder=lock.holder, until=lock.until, mine=True)
 
 
@@ -290,12 +371,23 @@ def unlock_item(item_id: str, actor: ReviewActor, session: SessionDep) -> Respon
 
 
 @router.post("/items/{item_id}/review")
-def review_item(item_id: str, data: VerdictIn, actor: ReviewActor, session: SessionDep, request: Request) -> OutcomeOut:
-    outcome = review_service.act(session, actor, item_id, review_service.Verdict(**data.model_dump()))
+def review_item(
+    item_id: str, data: VerdictIn, actor: ReviewActor, session: SessionDep, request: Request
+) -> OutcomeOut:
+    outcome = review_service.act(
+        session, actor, item_id, review_service.Verdict(**data.model_dump())
+    )
     review = outcome.review
-    diff = word_diff(review.original_text, review.corrected_text) if review.corrected_text is not None else []
+    diff = (
+        word_diff(review.original_text, review.corrected_text)
+        if review.corrected_text is not None
+        else []
+    )
     return OutcomeOut(
-        review=ReviewOut.of(review), item_id=outcome.item.id, status=outcome.item.status, settled=outcome.settled,
+        review=ReviewOut.of(review),
+        item_id=outcome.item.id,
+        status=outcome.item.status,
+        settled=outcome.settled,
         annotation_id=outcome.annotation.id if outcome.annotation else None,
         diff=[{"op": s.op, "text": s.text} for s in diff],
     )
@@ -307,24 +399,44 @@ def bots(actor: ReviewActor, session: SessionDep) -> list[dict[str, str]]:
 
 
 @router.get("/bots/{slug}/metrics")
-def metrics(slug: str, actor: ReviewActor, session: SessionDep, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+def metrics(
+    slug: str, actor: ReviewActor, session: SessionDep, days: int = Query(30, ge=1, le=366)
+) -> dict[str, Any]:
     m = review_metrics.bot_metrics(session, actor, _bot(session, actor, slug), days=days)
     return {
-        "bot": m.bot.slug, "days": m.days, "thresholds": review_metrics.thresholds(m.policy),
-        "annotations": {"enabled": m.annotations_enabled, "total": m.annotations_total,
-                        "hits": m.annotation_hits, "hits_in_window": m.annotation_hits_window},
-        "releases": [{
-            "release_id": r.release.id, "version": r.release.version, "adapter": r.release.adapter,
-            "mode": r.release.mode, "live": r.live, "candidate": r.release.candidate, **r.tally.as_dict(),
-            "decision": {"action": r.decision.action, "reason": r.decision.reason},
-            "series": [{"day": p.day.isoformat(), **p.tally.as_dict()} for p in r.series],
-        } for r in m.releases],
+        "bot": m.bot.slug,
+        "days": m.days,
+        "thresholds": review_metrics.thresholds(m.policy),
+        "annotations": {
+            "enabled": m.annotations_enabled,
+            "total": m.annotations_total,
+            "hits": m.annotation_hits,
+            "hits_in_window": m.annotation_hits_window,
+        },
+        "releases": [
+            {
+                "release_id": r.release.id,
+                "version": r.release.version,
+                "adapter": r.release.adapter,
+                "mode": r.release.mode,
+                "live": r.live,
+                "candidate": r.release.candidate,
+                **r.tally.as_dict(),
+                "decision": {"action": r.decision.action, "reason": r.decision.reason},
+                "series": [{"day": p.day.isoformat(), **p.tally.as_dict()} for p in r.series],
+            }
+            for r in m.releases
+        ],
     }
 
 
 @router.patch("/bots/{slug}/thresholds")
 def update_thresholds(
-    slug: str, data: review_metrics.ThresholdUpdate, actor: ReviewActor, session: SessionDep, request: Request
+    slug: str,
+    data: review_metrics.ThresholdUpdate,
+    actor: ReviewActor,
+    session: SessionDep,
+    request: Request,
 ) -> dict[str, Any]:
     bot = _bot(session, actor, slug)
     policy = review_metrics.update_thresholds(session, actor, bot, data)
@@ -337,12 +449,19 @@ def list_annotations(
 ) -> list[AnnotationOut]:
     bot = _bot(session, actor, slug)
     answered = annotation_service.answered_counts(session, bot.id)
-    return [AnnotationOut.of(a, answered) for a in annotation_service.list_annotations(session, bot.id, limit=limit)]
+    return [
+        AnnotationOut.of(a, answered)
+        for a in annotation_service.list_annotations(session, bot.id, limit=limit)
+    ]
 
 
 @router.patch("/annotations/{annotation_id}")
 def patch_annotation(
-    annotation_id: str, data: AnnotationPatch, actor: ReviewActor, session: SessionDep, request: Request
+    annotation_id: str,
+    data: AnnotationPatch,
+    actor: ReviewActor,
+    session: SessionDep,
+    request: Request,
 ) -> AnnotationOut:
     row = annotation_service.set_enabled(session, actor, annotation_id, data.enabled)
     return AnnotationOut.of(row, annotation_service.answered_counts(session, row.bot_id))

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+import numpy as np
+from numpy.typing import NDArray
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -155,12 +158,18 @@ class SentenceTransformerEmbedder:
         """Unit vectors for `texts`, encoded in batches of `batch_size`."""
         if not texts:
             return []
-        return self._encode(list(texts), instruction or self.default_document_instruction).tolist()
+        vectors: list[list[float]] = self._encode(
+            list(texts), instruction or self.default_document_instruction
+        ).tolist()
+        return vectors
 
     def embed_query(self, text: str, instruction: str | None = None) -> list[float]:
-        return self._encode([text], instruction or self.default_query_instruction)[0].tolist()
+        vector: list[float] = self._encode([text], instruction or self.default_query_instruction)[
+            0
+        ].tolist()
+        return vector
 
-    def _encode(self, texts: list[str], instruction: str | None):  # type: ignore[no-untyped-def]
+    def _encode(self, texts: list[str], instruction: str | None) -> NDArray[np.float32]:
         prompt = instruction if self.uses_instructions and instruction else None
         with self._lock:
             return self._model.encode(
@@ -182,8 +191,18 @@ class InstructorEmbedder(SentenceTransformerEmbedder):
     default_document_instruction = INSTRUCTOR_DOCUMENT_INSTRUCTION
     default_query_instruction = INSTRUCTOR_QUERY_INSTRUCTION
 
-    def __init__(self, model: str | Path, **kwargs: object) -> None:
-        super().__init__(model, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        model_id: str | None = None,
+        batch_size: int = 32,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(
+            model, model_id=model_id, batch_size=batch_size, device=device, threads=threads
+        )
         from sentence_transformers.sentence_transformer.modules import Pooling
 
         if not any(isinstance(module, Pooling) for module in self._model):
@@ -192,7 +211,7 @@ class InstructorEmbedder(SentenceTransformerEmbedder):
         # copy would silently pool over the instruction tokens.
         self._model.set_pooling_include_prompt(False)
 
-    def _encode(self, texts: list[str], instruction: str | None):  # type: ignore[no-untyped-def]
+    def _encode(self, texts: list[str], instruction: str | None) -> NDArray[np.float32]:
         # INSTRUCTOR strips each text before joining it to the instruction.
         return super()._encode([t.strip() for t in texts], instruction)
 
@@ -204,11 +223,18 @@ def load_embedder(spec: str | EmbedderSpec | None = None) -> SentenceTransformer
         spec = EmbedderSpec()
     elif isinstance(spec, str):
         spec = EmbedderSpec.parse(spec)
-    cls = InstructorEmbedder if spec.kind == "instructor" else SentenceTransformerEmbedder
-    if spec.kind == "instructor" and spec.model is None:
-        raise EmbedderError("an Instructor embedder needs a model path or hub id")
-    return cls(
-        spec.model,  # type: ignore[arg-type]
+    if spec.kind == "instructor":
+        if spec.model is None:
+            raise EmbedderError("an Instructor embedder needs a model path or hub id")
+        return InstructorEmbedder(
+            spec.model,
+            model_id=spec.model_id,
+            batch_size=spec.batch_size,
+            device=spec.device,
+            threads=spec.threads,
+        )
+    return SentenceTransformerEmbedder(
+        spec.model,
         model_id=spec.model_id,
         batch_size=spec.batch_size,
         device=spec.device,

@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypedDict
+
+from typing_extensions import Unpack
 
 from serving.knowledge.chunking import Chunk, heading_path_json
 from serving.knowledge.embedders import Embedder
 from serving.knowledge.parsers import SKIP_REASONS, DocumentError, ParsedDocument
-from serving.knowledge.store import BotIndex, MetadataValue, StoredChunk, StoreError
+from serving.knowledge.store import BotIndex, MetadataValue, StoredChunk, StoreError, flat_metadata
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ def _stage(
             f"{source.name}: could not be parsed ({type(exc).__name__}: {exc})",
             time.perf_counter() - started,
         )
-    described = {
+    described: _Described = {
         "doc_id": source.doc_id,
         "content_hash": document.content_hash,
         "format": document.format,
@@ -175,7 +177,7 @@ def _stage(
                 chunk_count=index.count(source.doc_id),
                 ingested_at=_timestamp(previous.get("ingested_at")),
                 seconds=time.perf_counter() - started,
-                **described,  # type: ignore[arg-type]
+                **described,
             )
         reused = index.existing_embeddings(source.doc_id, [c.chunk_id for c in chunks])
     except Exception as exc:  # noqa: BLE001 - the store failing for one file is that file's result
@@ -249,7 +251,7 @@ def _commit(index: BotIndex, item: _Staged, chunking_signature: str) -> IngestRe
         removed=stats.removed,
         seconds=item.seconds + time.perf_counter() - started,
         **_described(item),
-    )  # type: ignore[arg-type]
+    )
 
 
 def stored_chunk(
@@ -279,7 +281,17 @@ def stored_chunk(
     return StoredChunk(chunk.chunk_id, chunk.text, meta)
 
 
-def _described(item: _Staged) -> dict[str, object]:
+class _Described(TypedDict, total=False):
+    """What is known of a parsed document, for its result whatever happens next."""
+
+    doc_id: str
+    content_hash: str
+    format: str
+    title: str
+    page_count: int | None
+
+
+def _described(item: _Staged) -> _Described:
     doc = item.document
     return {
         "doc_id": item.source.doc_id,
@@ -291,16 +303,16 @@ def _described(item: _Staged) -> dict[str, object]:
 
 
 def _failed(
-    source: str, reason: str, message: str, seconds: float, **extra: object
+    source: str, reason: str, message: str, seconds: float, **extra: Unpack[_Described]
 ) -> IngestResult:
     log.warning("ingest of %s failed: %s", source, message)
-    return IngestResult(source, "error", reason=reason, message=message, seconds=seconds, **extra)  # type: ignore[arg-type]
+    return IngestResult(source, "error", reason=reason, message=message, seconds=seconds, **extra)
 
 
 def _stored_version(index: BotIndex, doc_id: str) -> dict[str, MetadataValue] | None:
     found = index.collection.get(where={"doc_id": doc_id}, limit=1, include=["metadatas"])
     metas = found["metadatas"] or []
-    return dict(metas[0]) if metas else None
+    return flat_metadata(metas[0]) if metas else None
 
 
 def _timestamp(value: object) -> datetime | None:

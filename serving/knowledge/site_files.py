@@ -14,7 +14,7 @@ import fnmatch
 import glob
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -174,7 +174,7 @@ def _walk_folder(
     exclude: Sequence[str],
     site_defaults: bool,
     selection: FileSelection,
-    add: object,
+    add: Callable[[SelectedFile | SkippedFile], None],
 ) -> None:
     generator = detect_generator(root)
     if generator is not None:
@@ -182,7 +182,7 @@ def _walk_folder(
     folders, globs = BOILERPLATE.get(generator or "", ((), ())) if site_defaults else ((), ())
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        add(_judge(path, rel, include, exclude, folders, globs))  # type: ignore[operator]
+        add(_judge(path, rel, include, exclude, folders, globs))
 
 
 def _judge(

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings
@@ -60,6 +61,12 @@ class ReplaceStats:
     added: int
     kept: int
     removed: int
+
+
+def flat_metadata(meta: Mapping[str, object] | None) -> dict[str, MetadataValue]:
+    """A chunk's metadata as we write it: scalars only (Chroma's type also allows sparse vectors,
+    lists and None, which we never store)."""
+    return {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))}
 
 
 def collection_name(bot: str, model_id: str) -> str:
@@ -125,7 +132,7 @@ class ChromaStore:
         collection = self._collections.get(name) if cached else None
         if collection is None and not create:
             try:
-                collection = self.client.get_collection(name, embedding_function=None)  # type: ignore[arg-type]
+                collection = self.client.get_collection(name, embedding_function=None)
             except NotFoundError:
                 return None
         elif collection is None:
@@ -133,7 +140,7 @@ class ChromaStore:
                 name,
                 configuration={"hnsw": {"space": "cosine"}},
                 metadata={**wanted, "document_instruction": document_instruction or ""},
-                embedding_function=None,  # type: ignore[arg-type]
+                embedding_function=None,
             )
         self._collections[name] = collection
         meta = collection.metadata or {}
@@ -209,7 +216,7 @@ class BotIndex:
             metadatas = page["metadatas"] or []
             documents = page["documents"] or []
             for cid, doc, meta in zip(page["ids"], documents, metadatas):
-                yield StoredChunk(cid, doc or "", dict(meta or {}))
+                yield StoredChunk(cid, doc or "", flat_metadata(meta))
             if len(page["ids"]) < page_size:
                 return
             offset += page_size
@@ -266,11 +273,11 @@ class BotIndex:
                 batch = chunks[start : start + self._max_batch]
                 self.collection.upsert(
                     ids=[c.chunk_id for c in batch],
-                    embeddings=[
-                        list(map(float, v)) for v in embeddings[start : start + self._max_batch]
-                    ],
+                    embeddings=np.asarray(
+                        embeddings[start : start + self._max_batch], dtype=np.float32
+                    ),
                     documents=[c.text for c in batch],
-                    metadatas=[dict(c.metadata) for c in batch],  # type: ignore[misc]
+                    metadatas=[dict(c.metadata) for c in batch],
                 )
             stale = [cid for cid in before if cid not in new]
             self._delete_ids(stale)
@@ -299,7 +306,7 @@ class BotIndex:
     ) -> list[StoreHit]:
         """The `k` nearest chunks to `vector` (cosine distance, nearest first)."""
         result = self.collection.query(
-            query_embeddings=[list(map(float, vector))],
+            query_embeddings=np.asarray([vector], dtype=np.float32),
             n_results=k,
             where=dict(where) if where else None,
             include=["documents", "metadatas", "distances"],
@@ -309,7 +316,7 @@ class BotIndex:
         metadatas = (result["metadatas"] or [[]])[0]
         distances = (result["distances"] or [[]])[0]
         return [
-            StoreHit(cid, doc or "", dict(meta or {}), float(dist))
+            StoreHit(cid, doc or "", flat_metadata(meta), float(dist))
             for cid, doc, meta, dist in zip(ids, documents, metadatas, distances)
         ]
 
@@ -321,14 +328,14 @@ class BotIndex:
         while True:
             page = self.collection.get(include=["metadatas"], limit=page_size, offset=offset)
             for cid, meta in zip(page["ids"], page["metadatas"] or []):
-                yield cid, dict(meta or {})
+                yield cid, flat_metadata(meta)
             if len(page["ids"]) < page_size:
                 return
             offset += page_size
 
     def _metadata_of(self, doc_id: str) -> dict[str, Mapping[str, MetadataValue]]:
         found = self.collection.get(where={"doc_id": doc_id}, include=["metadatas"])
-        return {cid: dict(m or {}) for cid, m in zip(found["ids"], found["metadatas"] or [])}
+        return {cid: flat_metadata(m) for cid, m in zip(found["ids"], found["metadatas"] or [])}
 
     def _delete_ids(self, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), self._max_batch):
@@ -346,7 +353,7 @@ class BotIndex:
         try:
             for start in range(0, len(kept), self._max_batch):
                 batch = kept[start : start + self._max_batch]
-                self.collection.update(ids=batch, metadatas=[dict(restore[c]) for c in batch])  # type: ignore[misc]
+                self.collection.update(ids=batch, metadatas=[dict(restore[c]) for c in batch])
         except Exception:  # noqa: BLE001 - reported; the caller gets the original error
             log.warning(
                 "rollback in %s: could not restore %d chunks' metadata", self.name, len(kept)

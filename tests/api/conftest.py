@@ -47,10 +47,17 @@ def harness_with(settings: Settings, backend: ScriptedBackend) -> Iterator[Harne
     app = create_app(settings, backend=backend)
     with TestClient(app) as client:
         with transaction(app.state.sessions) as session:
-            acme = create_bot(session, BotCreate(slug="acme", name="Acme", system_prompt="You are Acme's bot."),
-                              base_model="scripted-model")
-            globex = create_bot(session, BotCreate(slug="globex", name="Globex"), base_model="scripted-model")
-            initech = create_bot(session, BotCreate(slug="initech", name="Initech"), base_model="scripted-model")
+            acme = create_bot(
+                session,
+                BotCreate(slug="acme", name="Acme", system_prompt="You are Acme's bot."),
+                base_model="scripted-model",
+            )
+            globex = create_bot(
+                session, BotCreate(slug="globex", name="Globex"), base_model="scripted-model"
+            )
+            initech = create_bot(
+                session, BotCreate(slug="initech", name="Initech"), base_model="scripted-model"
+            )
             _, key = create_key(session, bots=[acme, initech], name="acme key")
             _, other = create_key(session, bots=[globex], name="globex key")
         yield Harness(client, backend, settings, key, other)

@@ -36,22 +36,42 @@ def stop_review_feed(h: Harness, *slugs: str) -> None:
     with db(h) as session:
         for slug in slugs:
             bot = get_bot(session, slug)
-            bot.policy = {**(bot.policy or {}), "review_sample_rate": 0.0, "novelty_similarity": 0.0}
+            bot.policy = {
+                **(bot.policy or {}),
+                "review_sample_rate": 0.0,
+                "novelty_similarity": 0.0,
+            }
     h.client.app.state.access.forget()  # type: ignore[attr-defined]
 
 
-def ask(h: Harness, question: str, *, bot: str = "acme", history: list[dict[str, str]] | None = None,
-        key: str | None = None) -> str:
+def ask(
+    h: Harness,
+    question: str,
+    *,
+    bot: str = "acme",
+    history: list[dict[str, str]] | None = None,
+    key: str | None = None,
+) -> str:
     """Chat through the app; the stored exchange's id."""
     messages = [*(history or []), {"role": "user", "content": question}]
-    r = h.client.post("/v1/chat/completions", json={"model": bot, "messages": messages}, headers=h.auth(key))
+    r = h.client.post(
+        "/v1/chat/completions", json={"model": bot, "messages": messages}, headers=h.auth(key)
+    )
     assert r.status_code == 200, r.text
     return r.headers["X-Exchange-Id"]
 
 
-def queue(h: Harness, exchange_id: str, *, group: str | None = None, priority: float = 1.0,
-          reasons: tuple[str, ...] = ("sampled",), shadow_answer: str | None = None, shadow_status: str = "completed",
-          passages: list[dict[str, Any]] | None = None) -> str:
+def queue(
+    h: Harness,
+    exchange_id: str,
+    *,
+    group: str | None = None,
+    priority: float = 1.0,
+    reasons: tuple[str, ...] = ("sampled",),
+    shadow_answer: str | None = None,
+    shadow_status: str = "completed",
+    passages: list[dict[str, Any]] | None = None,
+) -> str:
     """Put a review item on `exchange_id` (for its live release, or for a candidate's `shadow_answer`)."""
     with db(h) as session:
         exchange = session.get(Exchange, exchange_id)
@@ -65,19 +85,39 @@ def queue(h: Harness, exchange_id: str, *, group: str | None = None, priority: f
 
             bot = session.get(Bot, exchange.bot_id)
             assert bot is not None
-            candidate = session.scalar(select(Release).where(Release.bot_id == bot.id, Release.candidate.is_(True)))
+            candidate = session.scalar(
+                select(Release).where(Release.bot_id == bot.id, Release.candidate.is_(True))
+            )
             if candidate is None:
-                candidate = Release(id=new_id("rel"), bot_id=bot.id, version=next_release_version(session, bot.id),
-                                    base_model="scripted-model", candidate=True)
+                candidate = Release(
+                    id=new_id("rel"),
+                    bot_id=bot.id,
+                    version=next_release_version(session, bot.id),
+                    base_model="scripted-model",
+                    candidate=True,
+                )
                 session.add(candidate)
                 session.flush()
-            shadow = ShadowAnswer(id=new_id("sha"), exchange_id=exchange.id, release_id=candidate.id,
-                                  answer=shadow_answer, status=shadow_status)
+            shadow = ShadowAnswer(
+                id=new_id("sha"),
+                exchange_id=exchange.id,
+                release_id=candidate.id,
+                answer=shadow_answer,
+                status=shadow_status,
+            )
             session.add(shadow)
             session.flush()
             release_id, shadow_id = candidate.id, shadow.id
-        item = ReviewItem(id=new_id("rvw"), bot_id=exchange.bot_id, exchange_id=exchange.id, release_id=release_id,
-                          shadow_answer_id=shadow_id, priority=priority, reasons=list(reasons), group_key=group)
+        item = ReviewItem(
+            id=new_id("rvw"),
+            bot_id=exchange.bot_id,
+            exchange_id=exchange.id,
+            release_id=release_id,
+            shadow_answer_id=shadow_id,
+            priority=priority,
+            reasons=list(reasons),
+            group_key=group,
+        )
         session.add(item)
         session.flush()
         return item.id
@@ -86,8 +126,14 @@ def queue(h: Harness, exchange_id: str, *, group: str | None = None, priority: f
 def staff(h: Harness, email: str, role: str = "reviewer", bots: tuple[str, ...] = ()) -> Actor:
     """A staff user (password `PASSWORD`) as the services see them."""
     with db(h) as session:
-        user = create_user(session, CLI_ACTOR, email=email, password=PASSWORD, role=role,
-                           bots=[get_bot(session, slug) for slug in bots])
+        user = create_user(
+            session,
+            CLI_ACTOR,
+            email=email,
+            password=PASSWORD,
+            role=role,
+            bots=[get_bot(session, slug) for slug in bots],
+        )
         return Actor.of_user(user)
 
 

@@ -36,7 +36,12 @@ def test_a_revoked_key_stops_working_on_the_very_next_request(harness: Harness) 
     admin = harness.auth(harness.settings.admin_key.get_secret_value())  # type: ignore[union-attr]
     created = harness.client.post("/api/keys", headers=admin, json={"bots": ["acme"]}).json()
     key = harness.auth(created["key"])
-    assert harness.client.post("/v1/chat/completions", headers=key, json=chat_body()).status_code == 200
-    assert harness.client.post(f"/api/keys/{created['id']}/revoke", headers=admin).status_code == 200
+    assert (
+        harness.client.post("/v1/chat/completions", headers=key, json=chat_body()).status_code
+        == 200
+    )
+    assert (
+        harness.client.post(f"/api/keys/{created['id']}/revoke", headers=admin).status_code == 200
+    )
     r = harness.client.post("/v1/chat/completions", headers=key, json=chat_body())
     assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"

@@ -30,8 +30,14 @@ from tests.fakes import ScriptedBackend
 from tests.support.servers import serve_app
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "correct horse battery"
 ADMIN_KEY = "admin-secret-for-browser-tests-0123456789"
 CANDIDATE_MARK = "[candidate]"
@@ -51,7 +57,9 @@ class AnsweringBackend(ScriptedBackend):
         self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
     ) -> AsyncIterator[StreamEvent]:
         self.calls.append((list(messages), params, adapter))
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").lower()
+        question = next(
+            (m["content"] for m in reversed(messages) if m["role"] == "user"), ""
+        ).lower()
         text = next((a for k, a in self.ANSWERS.items() if k in question), "Hello from the bot.")
         if any(CANDIDATE_MARK in m["content"] for m in messages if m["role"] == "system"):
             text = "Candidate says: " + text
@@ -73,25 +81,41 @@ class Site:
         """A bot (created unless it exists, e.g. the demo) with a chat key; returns the key."""
         with self.db() as session:
             bot = find_bot(session, slug) or create_bot(
-                session, BotCreate(slug=slug, name=slug.capitalize()), base_model="scripted-model")
+                session, BotCreate(slug=slug, name=slug.capitalize()), base_model="scripted-model"
+            )
             if candidate_prompt is not None:
                 from api.services.releases.lifecycle import ReleaseCreate, create_release
 
-                create_release(session, slug, ReleaseCreate(system_prompt=candidate_prompt, candidate=True),
-                               default_base_model="scripted-model", actor=CLI_ACTOR)
+                create_release(
+                    session,
+                    slug,
+                    ReleaseCreate(system_prompt=candidate_prompt, candidate=True),
+                    default_base_model="scripted-model",
+                    actor=CLI_ACTOR,
+                )
             _, key = create_key(session, bots=[bot], name=f"{slug} site")
             return key
 
     def staff(self, email: str, role: str = "reviewer", bots: tuple[str, ...] = ()) -> None:
         with self.db() as session:
-            create_user(session, CLI_ACTOR, email=email, password=PASSWORD, role=role,
-                        bots=[get_bot(session, s) for s in bots])
+            create_user(
+                session,
+                CLI_ACTOR,
+                email=email,
+                password=PASSWORD,
+                role=role,
+                bots=[get_bot(session, s) for s in bots],
+            )
 
     def ask(self, key: str, bot: str, *questions: str) -> None:
         """Clients chat through the real endpoint; the worker then queues their answers for review."""
         for question in questions:
-            r = httpx.post(f"{self.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                           json={"model": bot, "messages": [{"role": "user", "content": question}]}, timeout=30)
+            r = httpx.post(
+                f"{self.url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": bot, "messages": [{"role": "user", "content": question}]},
+                timeout=30,
+            )
             assert r.status_code == 200, r.text
 
     def wait_for_items(self, bot: str, count: int, timeout: float = 30.0) -> list[str]:
@@ -104,7 +128,9 @@ class Site:
                 if page.counts["pending"][0] >= count:
                     return [e.item.id for e in page.entries]
             if time.monotonic() > deadline:
-                raise AssertionError(f"only {page.counts['pending'][0]} of {count} review items for {bot}")
+                raise AssertionError(
+                    f"only {page.counts['pending'][0]} of {count} review items for {bot}"
+                )
             time.sleep(0.1)
 
 
@@ -114,8 +140,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     bots and staff, so tests do not see each other's items."""
     config = Settings(
         _env_file=None,  # type: ignore[call-arg]
-        data_dir=tmp_path_factory.mktemp("site") / "data", auto_migrate=True, admin_key=ADMIN_KEY,  # type: ignore[arg-type]
-        torch_threads=1, review_lock_s=120,
+        data_dir=tmp_path_factory.mktemp("site") / "data",
+        auto_migrate=True,
+        admin_key=ADMIN_KEY,  # type: ignore[arg-type]
+        torch_threads=1,
+        review_lock_s=120,
     )
     app = create_app(config, backend=AnsweringBackend())
     with serve_app(app, lifespan="on", startup_timeout=120) as url:

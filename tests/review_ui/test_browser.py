@@ -18,8 +18,12 @@ from tests.review_ui.conftest import ADMIN_KEY, CANDIDATE_MARK, PASSWORD, Site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DEMO_QUESTIONS = ("How do I reset my Glow lamp?", "how do I reset my glow lamp",
-                  "Is the Perch hub covered by the warranty?", "My lamp keeps blinking red, what does it mean?")
+DEMO_QUESTIONS = (
+    "How do I reset my Glow lamp?",
+    "how do I reset my glow lamp",
+    "Is the Perch hub covered by the warranty?",
+    "My lamp keeps blinking red, what does it mean?",
+)
 
 
 def snap(page: Any, name: str) -> None:
@@ -31,7 +35,9 @@ def snap(page: Any, name: str) -> None:
 def log_in_with_keyboard(page: Any, url: str, email: str, path: str = "/review/queue") -> None:
     page.goto(url + path)
     assert "/review/login" in page.url
-    page.wait_for_function("document.activeElement && document.activeElement.name === 'email'")  # autofocus
+    page.wait_for_function(
+        "document.activeElement && document.activeElement.name === 'email'"
+    )  # autofocus
     page.keyboard.type(email)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
@@ -54,7 +60,9 @@ def stat(page: Any, name: str, release: str | None = None) -> str:
 
 
 def test_a_reviewer_works_the_queue_with_the_keyboard_only(site: Site, browser: Any) -> None:
-    chat_key = site.bot("demo", candidate_prompt=f"{CANDIDATE_MARK} You are Kestrel's new assistant.")
+    chat_key = site.bot(
+        "demo", candidate_prompt=f"{CANDIDATE_MARK} You are Kestrel's new assistant."
+    )
     site.staff("rev@kestrel.test", bots=("demo",))
     site.ask(chat_key, "demo", *DEMO_QUESTIONS)
     site.wait_for_items("demo", 4)
@@ -81,8 +89,11 @@ def test_a_reviewer_works_the_queue_with_the_keyboard_only(site: Site, browser: 
     assert page.locator("#reviewed-answer").inner_text().startswith("Candidate says:")
     assert page.locator(".answer.live").count() == 1  # the live answer shown beside the candidate's
     assert page.locator("details.passage").count() >= 1  # retrieved passages with their sources
-    assert re.search(r"\.(md|pdf|html|json)", page.locator("details.passage .src").first.inner_text() +
-                     page.locator("details.passage").first.inner_text())
+    assert re.search(
+        r"\.(md|pdf|html|json)",
+        page.locator("details.passage .src").first.inner_text()
+        + page.locator("details.passage").first.inner_text(),
+    )
     snap(page, "item")
     first = page.url
     key(page, "a")  # approve
@@ -111,9 +122,14 @@ def test_a_reviewer_works_the_queue_with_the_keyboard_only(site: Site, browser: 
     key(page, "r", navigates=False)  # reject: the reasons appear with their keys
     assert page.locator("#reject-panel").is_visible()
     key(page, "2")  # should refuse
-    assert "/review/queue" in page.url and "Nothing left to review" in page.locator(".notice").inner_text()
+    assert (
+        "/review/queue" in page.url
+        and "Nothing left to review" in page.locator(".notice").inner_text()
+    )
     assert page.locator('[data-status="pending"]').inner_text() == "0"
-    assert page.locator('[data-status="approved"]').inner_text() == "2"  # the group went with its verdict
+    assert (
+        page.locator('[data-status="approved"]').inner_text() == "2"
+    )  # the group went with its verdict
 
     key(page, "m")  # metrics changed
     assert stat(page, "reviewed", candidate) == "3"
@@ -169,7 +185,10 @@ def test_a_reviewer_of_one_bot_cannot_open_another_bots_items(site: Site, browse
     log_in_with_keyboard(page, site.url, "rev@north.test")
     assert "Sundays" in page.locator("table.queue").inner_text()
     assert "south store" not in page.locator("table.queue").inner_text()
-    assert [o.inner_text() for o in page.locator("select[name=bot] option").all()] == ["All my bots", "north"]
+    assert [o.inner_text() for o in page.locator("select[name=bot] option").all()] == [
+        "All my bots",
+        "north",
+    ]
     response = page.goto(f"{site.url}/review/items/{theirs}")
     assert response.status == 404 and "Not found" in page.locator("h1").inner_text()
     response = page.goto(f"{site.url}/review/queue?bot=south")
@@ -180,7 +199,9 @@ def test_a_reviewer_of_one_bot_cannot_open_another_bots_items(site: Site, browse
     assert api.status == 404 and api.json()["error"]["code"] == "not_found"
     api = page.request.get(f"{site.url}/api/review/items?bot=south")
     assert api.status == 403 and api.json()["error"]["code"] == "bot_not_allowed"
-    api = page.request.post(f"{site.url}/api/review/items/{theirs}/review", data={"verdict": "approved"})
+    api = page.request.post(
+        f"{site.url}/api/review/items/{theirs}/review", data={"verdict": "approved"}
+    )
     assert api.status == 403 and api.json()["error"]["code"] == "csrf_failed"  # and no token either
     context.close()
 
@@ -192,8 +213,11 @@ def test_an_admin_tunes_thresholds_and_switches_an_annotation_off(site: Site, br
     [item_id] = site.wait_for_items("west", 1)
     import httpx
 
-    r = httpx.post(f"{site.url}/api/review/items/{item_id}/review", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                   json={"verdict": "approved"})
+    r = httpx.post(
+        f"{site.url}/api/review/items/{item_id}/review",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={"verdict": "approved"},
+    )
     assert r.status_code == 200, r.text
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
@@ -203,7 +227,9 @@ def test_an_admin_tunes_thresholds_and_switches_an_annotation_off(site: Site, br
     page.fill("input[name=promote_threshold]", "10")
     with page.expect_navigation():
         page.click("text=Save thresholds")
-    assert page.locator(".decision .verdict").first.inner_text().lower() == "keep"  # live release, 0 % modified
+    assert (
+        page.locator(".decision .verdict").first.inner_text().lower() == "keep"
+    )  # live release, 0 % modified
     assert page.locator("input[name=promote_threshold]").input_value() == "10.0"
     page.fill("input[name=promote_threshold]", "80")  # above retrain (50 %): refused with a message
     page.click("text=Save thresholds")

@@ -21,11 +21,19 @@ def csrf_of(html: str) -> str:
 def log_in(client: TestClient, email: str, next_url: str = "/review/queue") -> str:
     """Log in through the form; the CSRF token of the page it lands on."""
     token = csrf_of(client.get("/review/login").text)
-    r = client.post("/review/login", data={"email": email, "password": PASSWORD, "csrf_token": token,
-                                           "next": next_url}, follow_redirects=False)
+    r = client.post(
+        "/review/login",
+        data={"email": email, "password": PASSWORD, "csrf_token": token, "next": next_url},
+        follow_redirects=False,
+    )
     assert r.status_code == 303, r.text
     cookie = r.headers["set-cookie"]
-    assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    assert (
+        f"{SESSION_COOKIE}=" in cookie
+        and "HttpOnly" in cookie
+        and "SameSite=lax" in cookie
+        and "Path=/" in cookie
+    )
     return csrf_of(client.get(r.headers["location"]).text)
 
 
@@ -33,7 +41,10 @@ def test_login_logout_and_safe_redirects(harness: Harness) -> None:
     staff(harness, "rev@acme.test", bots=("acme",))
     c = harness.client
     r = c.get("/review/queue?bot=acme", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/review/login?next=%2Freview%2Fqueue%3Fbot%3Dacme"
+    assert (
+        r.status_code == 303
+        and r.headers["location"] == "/review/login?next=%2Freview%2Fqueue%3Fbot%3Dacme"
+    )
     page = c.get("/review/login")
     assert LOGIN_CSRF_COOKIE in page.headers["set-cookie"]
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -41,18 +52,28 @@ def test_login_logout_and_safe_redirects(harness: Harness) -> None:
     form = {"email": "rev@acme.test", "password": PASSWORD, "next": "/review/queue"}
     forged = c.post("/review/login", data={**form, "csrf_token": "forged"})  # login CSRF
     assert forged.status_code == 400 and "expired" in forged.text
-    r = c.post("/review/login", data={**form, "password": "wrong password", "csrf_token": csrf_of(forged.text)})
+    r = c.post(
+        "/review/login",
+        data={**form, "password": "wrong password", "csrf_token": csrf_of(forged.text)},
+    )
     assert r.status_code == 401 and "Wrong email or password" in r.text
     token = csrf_of(c.get("/review/login").text)
-    r = c.post("/review/login", data={**form, "csrf_token": token, "next": "//evil.example/x"},
-               follow_redirects=False)
+    r = c.post(
+        "/review/login",
+        data={**form, "csrf_token": token, "next": "//evil.example/x"},
+        follow_redirects=False,
+    )
     assert r.headers["location"] == "/review/queue"  # never off-site after login
     csrf = csrf_of(c.get("/review/queue").text)
-    assert c.post("/review/logout", data={}, follow_redirects=False).status_code == 403  # no token: refused
+    assert (
+        c.post("/review/logout", data={}, follow_redirects=False).status_code == 403
+    )  # no token: refused
     r = c.post("/review/logout", data={"csrf_token": csrf}, follow_redirects=False)
     assert r.status_code == 303 and f'{SESSION_COOKIE}=""' in r.headers["set-cookie"]
     assert c.get("/review/queue", follow_redirects=False).status_code == 303
-    r = c.post("/review/items/x/lock", headers={"HX-Request": "true"})  # htmx is sent to the login page too
+    r = c.post(
+        "/review/items/x/lock", headers={"HX-Request": "true"}
+    )  # htmx is sent to the login page too
     assert r.status_code == 204 and r.headers["HX-Redirect"].startswith("/review/login")
 
 
@@ -63,19 +84,31 @@ def test_forms_and_htmx_posts_need_the_session_token(harness: Harness) -> None:
     c = harness.client
     csrf = log_in(c, "rev@acme.test")
     r = c.get(f"/review/items/{item_id}")
-    assert r.status_code == 200 and "You hold this item" in r.text and "Where is my order?" in r.text
-    forged = c.post(f"/review/items/{item_id}/review", data={"action": "approved", "csrf_token": "nope"})
+    assert (
+        r.status_code == 200 and "You hold this item" in r.text and "Where is my order?" in r.text
+    )
+    forged = c.post(
+        f"/review/items/{item_id}/review", data={"action": "approved", "csrf_token": "nope"}
+    )
     assert forged.status_code == 403 and "Form expired" in forged.text
     heartbeat = c.post(f"/review/items/{item_id}/lock", headers={CSRF_HEADER: csrf})
     assert heartbeat.status_code == 200 and 'hx-trigger="every 60s"' in heartbeat.text
-    diff = c.post(f"/review/items/{item_id}/diff", data={"corrected_text": "Hello from a bot."},
-                  headers={CSRF_HEADER: csrf})
+    diff = c.post(
+        f"/review/items/{item_id}/diff",
+        data={"corrected_text": "Hello from a bot."},
+        headers={CSRF_HEADER: csrf},
+    )
     assert "<del>the</del><ins>a</ins>" in diff.text
-    r = c.post(f"/review/items/{item_id}/review", data={"action": "rejected:unsafe", "csrf_token": csrf},
-               follow_redirects=False)
+    r = c.post(
+        f"/review/items/{item_id}/review",
+        data={"action": "rejected:unsafe", "csrf_token": csrf},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"].startswith("/review/next?prev=")
     assert "Nothing left" in c.get(r.headers["location"]).text
-    bad = c.post(f"/review/items/{item_id}/review", data={"action": "rejected:rude", "csrf_token": csrf})
+    bad = c.post(
+        f"/review/items/{item_id}/review", data={"action": "rejected:rude", "csrf_token": csrf}
+    )
     assert bad.status_code == 400 and "needs a reason" in bad.text  # errors on pages are pages
 
 

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from api.db import make_engine, make_session_factory
 from api.settings import Settings
+
+
+@contextmanager
+def open_sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the settings' database, its engine disposed afterwards (no connection leaks)."""
+    engine = make_engine(settings)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -65,3 +79,10 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
         backend_timeout_s=2.0,
         create_demo_bot=False,  # the demo indexes its documentation: tested on its own
     )
+
+
+@pytest.fixture
+def data_dir_sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the embedded database of a `shadowdesk` whose data dir is `tmp_path`."""
+    with open_sessions(Settings(_env_file=None, data_dir=tmp_path)) as sessions:  # type: ignore[call-arg]
+        yield sessions

@@ -50,11 +50,24 @@ def answers(url: str) -> bool:
 def stub_upstream_process(chunks: int = 8) -> Iterator[str]:
     """The stub upstream (tests/support/stub_upstream.py) as its own process; yields its `/v1` URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "stub_upstream.py"),
-                             "--port", str(port), "--chunks", str(chunks)], cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "support" / "stub_upstream.py"),
+            "--port",
+            str(port),
+            "--chunks",
+            str(chunks),
+        ],
+        cwd=ROOT,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_for(lambda: proc.poll() is not None or answers(url + "/models"), timeout=30, what="the stub upstream")
+        wait_for(
+            lambda: proc.poll() is not None or answers(url + "/models"),
+            timeout=30,
+            what="the stub upstream",
+        )
         assert proc.poll() is None, "the stub upstream exited during startup"
         yield url
     finally:

@@ -50,8 +50,16 @@ def record(
 ) -> AuditEntry:
     """Add an audit entry to `session` (committed with the change it describes)."""
     entry = AuditEntry(
-        id=new_id("aud"), actor_id=actor.id, actor=actor.label, action=action, entity=entity,
-        entity_id=entity_id, bot_id=bot_id, before=before, after=after, created_at=at or utcnow(),
+        id=new_id("aud"),
+        actor_id=actor.id,
+        actor=actor.label,
+        action=action,
+        entity=entity,
+        entity_id=entity_id,
+        bot_id=bot_id,
+        before=before,
+        after=after,
+        created_at=at or utcnow(),
     )
     session.add(entry)
     return entry

@@ -67,29 +67,51 @@ class BotConfig:
     def of(cls, bot: Bot, session: Session | None = None) -> BotConfig:
         """Snapshot `bot`; with a session, also its candidates and whether it has documents."""
         release = bot.live_release
-        prompt = release.system_prompt if release and release.system_prompt is not None else bot.system_prompt
+        prompt = (
+            release.system_prompt
+            if release and release.system_prompt is not None
+            else bot.system_prompt
+        )
         candidates: tuple[str, ...] = ()
         has_documents = False
         if session is not None:
-            candidates = tuple(session.scalars(
-                select(Release.id).where(Release.bot_id == bot.id, Release.candidate.is_(True),
-                                         Release.id != bot.live_release_id).order_by(Release.version)
-            ))
+            candidates = tuple(
+                session.scalars(
+                    select(Release.id)
+                    .where(
+                        Release.bot_id == bot.id,
+                        Release.candidate.is_(True),
+                        Release.id != bot.live_release_id,
+                    )
+                    .order_by(Release.version)
+                )
+            )
             has_documents = count_documents(session, bot.id) > 0
         return cls(
-            id=bot.id, slug=bot.slug, system_prompt=prompt, temperature=bot.temperature, top_p=bot.top_p,
-            max_tokens=bot.max_tokens, release_id=release.id if release else None,
+            id=bot.id,
+            slug=bot.slug,
+            system_prompt=prompt,
+            temperature=bot.temperature,
+            top_p=bot.top_p,
+            max_tokens=bot.max_tokens,
+            release_id=release.id if release else None,
             adapter=release.adapter if release else None,
             mode=release.mode if release else "rag",
             holding_message=release.holding_message if release else None,
-            refusal_message=bot.refusal_message, name=bot.name, scope=bot.scope,
-            knowledge=knowledge_of(bot.knowledge), policy=policy_of(bot.policy),
-            has_documents=has_documents, candidate_release_ids=candidates,
+            refusal_message=bot.refusal_message,
+            name=bot.name,
+            scope=bot.scope,
+            knowledge=knowledge_of(bot.knowledge),
+            policy=policy_of(bot.policy),
+            has_documents=has_documents,
+            candidate_release_ids=candidates,
         )
 
 
 class AccessCache:
-    def __init__(self, sessions: sessionmaker[Session], ttl_s: float, bootstrap_admin: str | None) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], ttl_s: float, bootstrap_admin: str | None
+    ) -> None:
         self.sessions = sessions
         self.ttl_s = ttl_s
         self.bootstrap_admin = bootstrap_admin
@@ -115,7 +137,9 @@ class AccessCache:
         expires = time.monotonic() + self.ttl_s
         with transaction(self.sessions) as session:
             try:
-                grant = KeyGrant.of(authenticate(session, secret, bootstrap_admin=self.bootstrap_admin))
+                grant = KeyGrant.of(
+                    authenticate(session, secret, bootstrap_admin=self.bootstrap_admin)
+                )
             except AuthenticationFailed as exc:
                 # Remember refusals too, so a flood of bad keys does not become a flood of queries.
                 self._remember_key(hashed, expires, exc)
@@ -131,7 +155,9 @@ class AccessCache:
         with transaction(self.sessions) as session:
             return BotConfig.of(get_bot(session, slug), session)
 
-    def _remember_key(self, hashed: str, expires: float, value: KeyGrant | AuthenticationFailed) -> None:
+    def _remember_key(
+        self, hashed: str, expires: float, value: KeyGrant | AuthenticationFailed
+    ) -> None:
         if self.ttl_s > 0:
             with self._lock:
                 self._keys[hashed] = (expires, value)

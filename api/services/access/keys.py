@@ -27,7 +27,9 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(session: Session, *, bots: list[Bot], is_admin: bool = False, name: str = "") -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, *, bots: list[Bot], is_admin: bool = False, name: str = ""
+) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the secret (the only time the secret exists in clear)."""
     if not is_admin and not bots:
         raise InvalidRequest("a key needs at least one bot, or must be an admin key", param="bots")
@@ -55,7 +57,11 @@ def require_secret(secret: str | None) -> str:
 
 
 def authenticate(
-    session: Session, secret: str | None, *, bootstrap_admin: str | None = None, now: datetime | None = None
+    session: Session,
+    secret: str | None,
+    *,
+    bootstrap_admin: str | None = None,
+    now: datetime | None = None,
 ) -> ApiKey:
     """The active key for `secret`, or AuthenticationFailed (missing, unknown or revoked).
 

@@ -48,15 +48,24 @@ class Actor:
     @classmethod
     def of_user(cls, user: StaffUser) -> Actor:
         return cls(
-            id=user.id, label=user.email, role=user.role, bot_ids=frozenset(b.id for b in user.bots),
-            staff_user_id=user.id, name=user.name,
+            id=user.id,
+            label=user.email,
+            role=user.role,
+            bot_ids=frozenset(b.id for b in user.bots),
+            staff_user_id=user.id,
+            name=user.name,
         )
 
     @classmethod
     def of_key(cls, key: ApiKey) -> Actor:
         """An admin API key acting for an integration (it may review every bot)."""
-        return cls(id=key.id or "bootstrap-admin-key", label=f"api key {key.prefix}…", role="admin",
-                   bot_ids=frozenset(), name="API client")
+        return cls(
+            id=key.id or "bootstrap-admin-key",
+            label=f"api key {key.prefix}…",
+            role="admin",
+            bot_ids=frozenset(),
+            name="API client",
+        )
 
 
 def can_review(actor: Actor | StaffUser, bot_id: str) -> bool:
@@ -71,7 +80,9 @@ def can_review(actor: Actor | StaffUser, bot_id: str) -> bool:
 def require_bot(actor: Actor, bot: Bot) -> Bot:
     """`bot`, or PermissionDenied when `actor` does not review it."""
     if not can_review(actor, bot.id):
-        raise PermissionDenied(f"You do not review the bot '{bot.slug}'.", param="bot", code="bot_not_allowed")
+        raise PermissionDenied(
+            f"You do not review the bot '{bot.slug}'.", param="bot", code="bot_not_allowed"
+        )
     return bot
 
 
@@ -97,12 +108,20 @@ def normalize_email(email: str) -> str:
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_CHARS:
-        raise InvalidRequest(f"A password needs at least {MIN_PASSWORD_CHARS} characters.", param="password")
+        raise InvalidRequest(
+            f"A password needs at least {MIN_PASSWORD_CHARS} characters.", param="password"
+        )
     return _hasher.hash(password)
 
 
 def create_user(
-    session: Session, actor: AuditActor, *, email: str, password: str, role: str, name: str = "",
+    session: Session,
+    actor: AuditActor,
+    *,
+    email: str,
+    password: str,
+    role: str,
+    name: str = "",
     bots: Iterable[Bot] = (),
 ) -> StaffUser:
     """Create an active staff user; a reviewer gets `bots`, an admin reviews every bot anyway."""
@@ -111,15 +130,27 @@ def create_user(
     email = normalize_email(email)
     if session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is not None:
         raise Conflict(f"A staff user with email '{email}' already exists.", param="email")
-    user = StaffUser(id=new_id("stf"), email=email, name=name.strip(), password_hash=hash_password(password),
-                     role=role, bots=list(bots))
+    user = StaffUser(
+        id=new_id("stf"),
+        email=email,
+        name=name.strip(),
+        password_hash=hash_password(password),
+        role=role,
+        bots=list(bots),
+    )
     session.add(user)
     try:
         session.flush()
     except IntegrityError as exc:  # a concurrent create with the same email
         raise Conflict(f"A staff user with email '{email}' already exists.", param="email") from exc
-    audit.record(session, actor, "staff.create", entity="staff_user", entity_id=user.id,
-                 after=_snapshot(user))
+    audit.record(
+        session,
+        actor,
+        "staff.create",
+        entity="staff_user",
+        entity_id=user.id,
+        after=_snapshot(user),
+    )
     return user
 
 
@@ -141,8 +172,15 @@ def grant(session: Session, actor: AuditActor, email: str, bots: Iterable[Bot]) 
     have = {b.id for b in user.bots}
     user.bots.extend(b for b in bots if b.id not in have)
     session.flush()
-    audit.record(session, actor, "staff.grant", entity="staff_user", entity_id=user.id, before=before,
-                 after=_snapshot(user))
+    audit.record(
+        session,
+        actor,
+        "staff.grant",
+        entity="staff_user",
+        entity_id=user.id,
+        before=before,
+        after=_snapshot(user),
+    )
     return user
 
 
@@ -153,8 +191,15 @@ def deactivate(session: Session, actor: AuditActor, email: str) -> StaffUser:
         before = _snapshot(user)
         user.active = False
         session.flush()
-        audit.record(session, actor, "staff.deactivate", entity="staff_user", entity_id=user.id, before=before,
-                     after=_snapshot(user))
+        audit.record(
+            session,
+            actor,
+            "staff.deactivate",
+            entity="staff_user",
+            entity_id=user.id,
+            before=before,
+            after=_snapshot(user),
+        )
     return user
 
 
@@ -163,7 +208,9 @@ def authenticate_password(session: Session, email: str, password: str) -> StaffU
     failed = AuthenticationFailed("Wrong email or password.", code="invalid_credentials")
     user = session.scalar(select(StaffUser).where(StaffUser.email == email.strip().lower()))
     if user is None or not user.active:
-        _verify(_dummy_hash(), password)  # as slow as a wrong password: timing tells no emails apart
+        _verify(
+            _dummy_hash(), password
+        )  # as slow as a wrong password: timing tells no emails apart
         raise failed
     if not _verify(user.password_hash, password):
         raise failed
@@ -185,5 +232,10 @@ def _verify(password_hash: str, password: str) -> bool:
 
 
 def _snapshot(user: StaffUser) -> dict[str, object]:
-    return {"email": user.email, "name": user.name, "role": user.role, "active": user.active,
-            "bots": sorted(b.slug for b in user.bots)}
+    return {
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "active": user.active,
+        "bots": sorted(b.slug for b in user.bots),
+    }

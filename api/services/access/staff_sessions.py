@@ -55,7 +55,9 @@ class SessionCodec:
 
     def issue(self, user: StaffUser) -> tuple[str, StaffSession]:
         """A fresh session for `user`: the cookie value and what it holds."""
-        data = StaffSession(user.id, self._clock(), secrets.token_urlsafe(24), password_fingerprint(user))
+        data = StaffSession(
+            user.id, self._clock(), secrets.token_urlsafe(24), password_fingerprint(user)
+        )
         payload = {"u": data.user_id, "t": data.issued_at, "c": data.csrf, "h": data.fingerprint}
         return self._serializer.dumps(payload), data
 
@@ -78,13 +80,19 @@ def password_fingerprint(user: StaffUser) -> str:
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
-def resolve_session(session: Session, codec: SessionCodec, cookie: str | None) -> tuple[Actor, StaffSession] | None:
+def resolve_session(
+    session: Session, codec: SessionCodec, cookie: str | None
+) -> tuple[Actor, StaffSession] | None:
     """The acting staff user and their session, or None when not (or no longer) logged in."""
     data = codec.read(cookie)
     if data is None:
         return None
     user = session.get(StaffUser, data.user_id)
-    if user is None or not user.active or not hmac.compare_digest(password_fingerprint(user), data.fingerprint):
+    if (
+        user is None
+        or not user.active
+        or not hmac.compare_digest(password_fingerprint(user), data.fingerprint)
+    ):
         return None
     return Actor.of_user(user), data
 
@@ -106,7 +114,13 @@ class LoginThrottle:
     letting a stranger lock a reviewer out from everywhere.
     """
 
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_failures: int = 5,
+        window_s: float = 300.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.max_failures = max_failures
         self.window_s = window_s
         self._clock = clock
@@ -125,7 +139,9 @@ class LoginThrottle:
         with self._lock:
             key = (email.strip().lower(), client)
             self._failures[key] = [*self._recent(key), self._clock()]
-            if len(self._failures) > 10_000:  # forget the stalest pairs rather than grow without bound
+            if (
+                len(self._failures) > 10_000
+            ):  # forget the stalest pairs rather than grow without bound
                 for stale in list(self._failures)[:5_000]:
                     del self._failures[stale]
 
@@ -147,7 +163,13 @@ def login_throttle(holder: Any) -> LoginThrottle:
 
 
 def log_in(
-    session: Session, codec: SessionCodec, throttle: LoginThrottle, *, email: str, password: str, client: str
+    session: Session,
+    codec: SessionCodec,
+    throttle: LoginThrottle,
+    *,
+    email: str,
+    password: str,
+    client: str,
 ) -> tuple[str, StaffSession, Actor]:
     """Check the password (throttled per email and client); the new session's cookie, data and actor."""
     throttle.check(email, client)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
@@ -25,36 +25,60 @@ class BotFields(BaseModel):
     """What a bot is configured with; shared by the CLI, the admin API and the demo seed."""
 
     name: str = Field(min_length=1, max_length=200, description="Display name.")
-    system_prompt: str = Field("", max_length=20_000, description="Instructions placed before every conversation.")
-    scope: str = Field("", max_length=20_000, description="What the bot answers about, in a sentence or two; "
-                       "off-topic questions are refused.")
+    system_prompt: str = Field(
+        "", max_length=20_000, description="Instructions placed before every conversation."
+    )
+    scope: str = Field(
+        "",
+        max_length=20_000,
+        description="What the bot answers about, in a sentence or two; "
+        "off-topic questions are refused.",
+    )
     refusal_message: str = Field(
-        "Sorry, I can only help with questions about this product.", max_length=2_000,
+        "Sorry, I can only help with questions about this product.",
+        max_length=2_000,
         description="What the bot says to off-topic questions ({topics} is replaced by its topics).",
     )
-    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature, 0 (greedy) to 2.")
+    temperature: float = Field(
+        0.7, ge=0.0, le=2.0, description="Sampling temperature, 0 (greedy) to 2."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: above 0, at most 1.")
-    max_tokens: int = Field(256, ge=1, le=32_768, description="Longest answer in tokens, unless a request asks less.")
-    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig, description="Retrieval and scope guard.")
-    policy: BotPolicy = Field(default_factory=BotPolicy, description="Shadow, review and promotion policy.")
+    max_tokens: int = Field(
+        256, ge=1, le=32_768, description="Longest answer in tokens, unless a request asks less."
+    )
+    knowledge: KnowledgeConfig = Field(
+        default_factory=KnowledgeConfig, description="Retrieval and scope guard."
+    )
+    policy: BotPolicy = Field(
+        default_factory=BotPolicy, description="Shadow, review and promotion policy."
+    )
 
 
 class BotCreate(BotFields):
-    slug: str = Field(description="URL-safe id clients pass as `model`: lowercase letters, digits, dashes.")
+    slug: str = Field(
+        description="URL-safe id clients pass as `model`: lowercase letters, digits, dashes."
+    )
 
     @field_validator("slug")
     @classmethod
     def _valid_slug(cls, v: str) -> str:
         if not SLUG_RE.match(v):
-            raise ValueError("slug must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit")
+            raise ValueError(
+                "slug must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit"
+            )
         return v
 
 
-def _all_optional(model: type[BaseModel], name: str, *, leave_out: tuple[str, ...]) -> type[BaseModel]:
+def _all_optional(
+    model: type[BaseModel], name: str, *, leave_out: tuple[str, ...]
+) -> type[BaseModel]:
     """`model` with every field optional (None: unchanged) and the same limits and help: a partial
     update can never accept what a create refuses."""
     fields: dict[str, Any] = {
-        field: (info.annotation | None, FieldInfo.merge_field_infos(info, default=None, default_factory=None))
+        field: (
+            Optional[info.annotation],
+            FieldInfo.merge_field_infos(info, default=None, default_factory=None),
+        )
         for field, info in model.model_fields.items()
         if field not in leave_out
     }
@@ -73,8 +97,7 @@ def create_bot(session: Session, data: BotCreate, *, base_model: str) -> Bot:
     bot = Bot(id=new_id("bot"), **data.model_dump(mode="json"))
     session.add(bot)
     session.flush()
-    release = Release(
-        id=new_id("rel"), bot_id=bot.id, version=1, base_model=base_model)
+    release = Release(id=new_id("rel"), bot_id=bot.id, version=1, base_model=base_model)
     session.add(release)
     session.flush()
     bot.live_release_id = release.id
@@ -105,7 +128,9 @@ def update_bot(session: Session, slug: str, data: BotUpdate) -> Bot:
     bot = get_bot(session, slug)
     changes: dict[str, Any] = data.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     if "policy" in changes:  # a partial policy changes only the fields it names
-        changes["policy"] = BotPolicy.model_validate({**(bot.policy or {}), **changes["policy"]}).model_dump()
+        changes["policy"] = BotPolicy.model_validate(
+            {**(bot.policy or {}), **changes["policy"]}
+        ).model_dump()
     for field, value in changes.items():
         setattr(bot, field, value)
     session.flush()

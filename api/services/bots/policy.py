@@ -13,19 +13,27 @@ class BotPolicy(BaseModel):
         1.0, ge=0.0, le=1.0, description="Share of live exchanges each candidate also answers."
     )
     # Review queue
-    review_enabled: bool = Field(True, description="Feed this bot's answers to the review queue at all.")
+    review_enabled: bool = Field(
+        True, description="Feed this bot's answers to the review queue at all."
+    )
     review_sample_rate: float = Field(
-        1.0, ge=0.0, le=1.0,
+        1.0,
+        ge=0.0,
+        le=1.0,
         description="Share of answers queued for review at random (1.0: everything). Priority cases "
         "(low retrieval score, strong live/candidate disagreement, client thumbs-down, a question unlike "
         "anything reviewed) are queued regardless.",
     )
-    low_retrieval_score: float = Field(0.40, description="Top passage score below this is a priority.")
+    low_retrieval_score: float = Field(
+        0.40, description="Top passage score below this is a priority."
+    )
     disagreement_distance: float = Field(
-        0.60, description="Normalised edit distance between live and candidate answers above this is a priority."
+        0.60,
+        description="Normalised edit distance between live and candidate answers above this is a priority.",
     )
     novelty_similarity: float = Field(
-        0.50, description="A question less similar than this to every reviewed question is a priority."
+        0.50,
+        description="A question less similar than this to every reviewed question is a priority.",
     )
     group_similarity: float = Field(
         0.92, description="Questions at least this similar share a review group (reviewed once)."
@@ -33,15 +41,24 @@ class BotPolicy(BaseModel):
     # Decision
     min_reviews: int = Field(20, ge=1, description="Reviews of a release needed before a decision.")
     promote_threshold: float = Field(
-        0.20, ge=0.0, le=1.0, description="Modified share (corrected + rejected) at or below this: promote."
+        0.20,
+        ge=0.0,
+        le=1.0,
+        description="Modified share (corrected + rejected) at or below this: promote.",
     )
     retrain_threshold: float = Field(
-        0.50, ge=0.0, le=1.0, description="Modified share at or below this (above promote): retrain; above: redo."
+        0.50,
+        ge=0.0,
+        le=1.0,
+        description="Modified share at or below this (above promote): retrain; above: redo.",
     )
     # Annotation reply
     annotations_enabled: bool = True
     annotation_similarity: float = Field(
-        0.90, ge=0.0, le=1.0, description="A client question this similar to an approved one gets its answer."
+        0.90,
+        ge=0.0,
+        le=1.0,
+        description="A client question this similar to an approved one gets its answer.",
     )
 
 

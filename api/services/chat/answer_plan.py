@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from api.runtime import Runtime
 
 
-
-
 async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
     """Decide how `turn` is answered; may replace `turn.prompt` with a grounded one."""
     bot = turn.bot
@@ -25,7 +23,9 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
     annotations = runtime.annotations
     # known_empty: most bots have no annotation most of the time; skip the thread hop then.
     if bot.policy.annotations_enabled and not annotations.known_empty(bot.id):
-        match = await asyncio.to_thread(annotations.match, bot.id, turn.question, bot.policy.annotation_similarity)
+        match = await asyncio.to_thread(
+            annotations.match, bot.id, turn.question, bot.policy.annotation_similarity
+        )
         if match is not None:
             plan.direct_answer, plan.annotation_id = match.answer, match.id
             plan.flags.append("annotation")
@@ -41,9 +41,17 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
 
     use_passages = bot.mode in RAG_MODES
     grounding = await asyncio.to_thread(
-        ground_turn, runtime.knowledge,
-        TurnBot(bot.id, bot.name, bot.scope, bot.refusal_message, bot.system_prompt, bot.knowledge,
-                bot.has_documents),
+        ground_turn,
+        runtime.knowledge,
+        TurnBot(
+            bot.id,
+            bot.name,
+            bot.scope,
+            bot.refusal_message,
+            bot.system_prompt,
+            bot.knowledge,
+            bot.has_documents,
+        ),
         conversation=turn.client_messages,
         use_passages=use_passages and bot.mode != "retrieval",
     )
@@ -61,7 +69,9 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
             plan.flags.append("smalltalk")
             return plan
     if bot.mode == "retrieval":
-        plan.direct_answer = retrieval_answer(grounding.passages) or bot.holding_message or bot.refusal_message
+        plan.direct_answer = (
+            retrieval_answer(grounding.passages) or bot.holding_message or bot.refusal_message
+        )
         return plan
     if grounding.prompt is not None:
         turn.prompt = grounding.prompt

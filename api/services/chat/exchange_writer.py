@@ -30,7 +30,13 @@ from api.services.chat.exchanges import ExchangeRecord
 log = logging.getLogger(__name__)
 
 _Item = tuple[ExchangeRecord, list[dict[str, Any]], asyncio.AbstractEventLoop, asyncio.Future[None]]
-_STOP = object()
+
+
+class _Stop:
+    """Tells the writer thread to flush and end."""
+
+
+_STOP = _Stop()
 MAX_BATCH = 256
 
 
@@ -40,12 +46,13 @@ INLINE_LOCK_TIMEOUT_MS = 20
 class ExchangeWriter:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._inline: Engine | None = None
         if engine.dialect.name == "sqlite":
             self._inline = create_engine(
-                engine.url, poolclass=StaticPool,
+                engine.url,
+                poolclass=StaticPool,
                 connect_args={"check_same_thread": False, "timeout": INLINE_LOCK_TIMEOUT_MS / 1000},
             )
             event.listen(self._inline, "connect", _sqlite_inline_pragmas)
@@ -82,26 +89,29 @@ class ExchangeWriter:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if isinstance(item, _Stop):
                 return
-            batch: list[_Item] = [item]  # type: ignore[list-item]
+            batch: list[_Item] = [item]
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is _STOP:
+                if isinstance(more, _Stop):
                     stop = True
                     break
-                batch.append(more)  # type: ignore[arg-type]
+                batch.append(more)
             self._commit(batch)
             if stop:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            self._insert([record for record, _, _, _ in batch], [job for _, jobs, _, _ in batch for job in jobs])
+            self._insert(
+                [record for record, _, _, _ in batch],
+                [job for _, jobs, _, _ in batch for job in jobs],
+            )
         except Exception:
             if len(batch) == 1:
                 record, _, loop, future = batch[0]
@@ -115,20 +125,27 @@ class ExchangeWriter:
         for _, _, loop, future in batch:
             _resolve(loop, future, None)
 
-    def _insert(self, records: list[ExchangeRecord], jobs: list[dict[str, Any]], engine: Engine | None = None) -> None:
+    def _insert(
+        self,
+        records: list[ExchangeRecord],
+        jobs: list[dict[str, Any]],
+        engine: Engine | None = None,
+    ) -> None:
         # A shallow copy: dataclasses.asdict deep-copies every message and passage (~0.2 ms a row).
         rows = [dict(vars(r)) for r in records]
         with (engine or self.engine).begin() as conn:
-            conn.execute(insert(Exchange.__table__), rows)
+            conn.execute(insert(Exchange), rows)
             if jobs:
-                conn.execute(insert(Job.__table__), jobs)
+                conn.execute(insert(Job), jobs)
 
 
 def _failure() -> Exception:
     return RuntimeError("the exchange could not be stored")
 
 
-def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], error: Exception | None) -> None:
+def _resolve(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], error: Exception | None
+) -> None:
     def settle() -> None:
         if future.done():
             return

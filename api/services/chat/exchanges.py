@@ -49,7 +49,11 @@ def record_exchange(session: Session, record: ExchangeRecord) -> Exchange:
 
 
 def list_exchanges(
-    session: Session, *, bot_id: str | None = None, conversation_id: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    bot_id: str | None = None,
+    conversation_id: str | None = None,
+    limit: int = 50,
 ) -> list[Exchange]:
     query = select(Exchange).order_by(Exchange.created_at.desc(), Exchange.id.desc()).limit(limit)
     if bot_id is not None:
@@ -66,7 +70,9 @@ def get_exchange(session: Session, exchange_id: str) -> Exchange:
     return row
 
 
-def record_feedback(session: Session, key: ApiKey, exchange_id: str, rating: Literal["up", "down"]) -> Exchange:
+def record_feedback(
+    session: Session, key: ApiKey, exchange_id: str, rating: Literal["up", "down"]
+) -> Exchange:
     """Store a client's thumbs-up/down. A thumbs-down queues the answer for review (a priority).
     Another bot's exchange looks exactly like a missing one: nothing leaks across tenants."""
     exchange = session.get(Exchange, exchange_id)

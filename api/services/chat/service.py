@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +57,12 @@ class ChatAnswer:
             elif isinstance(event, AnswerFailed):
                 raise event.error
             else:
-                generation = Generation(answer="".join(text), finish_reason=event.finish_reason,
-                                        prompt_tokens=event.usage.prompt_tokens,
-                                        completion_tokens=event.usage.completion_tokens)
+                generation = Generation(
+                    answer="".join(text),
+                    finish_reason=event.finish_reason,
+                    prompt_tokens=event.usage.prompt_tokens,
+                    completion_tokens=event.usage.completion_tokens,
+                )
                 return generation, event
         raise RuntimeError("the answer ended without a final event")
 
@@ -75,7 +78,11 @@ class ChatService:
         self.metrics = runtime.metrics
 
     async def answer(
-        self, request: ChatCompletionRequest, *, token: str | None, conversation_id: str | None,
+        self,
+        request: ChatCompletionRequest,
+        *,
+        token: str | None,
+        conversation_id: str | None,
         grant: KeyGrant | None = None,
     ) -> ChatAnswer:
         """Check access, validate, decide how to answer, and start answering. Raises `ApiError`
@@ -90,20 +97,29 @@ class ChatService:
         return ChatAnswer(turn, _prepend(first, events))
 
     async def _turn(
-        self, request: ChatCompletionRequest, token: str | None, conversation_id: str | None,
+        self,
+        request: ChatCompletionRequest,
+        token: str | None,
+        conversation_id: str | None,
         grant: KeyGrant | None,
     ) -> ChatTurn:
         access = self.runtime.access
         if grant is None:
             hit = access.cached(token, request.model)
-            found = hit if hit is not None else await run_in_threadpool(access.resolve, token, request.model)
+            found = (
+                hit
+                if hit is not None
+                else await run_in_threadpool(access.resolve, token, request.model)
+            )
             grant, bot = found
         else:
             bot = await run_in_threadpool(access.bot, request.model)
         validate_request(request, self.settings)
-        return build_turn(request, grant=grant, bot=bot, conversation_id=conversation_id, settings=self.settings)
+        return build_turn(
+            request, grant=grant, bot=bot, conversation_id=conversation_id, settings=self.settings
+        )
 
-    async def stream(self, turn: ChatTurn) -> AsyncIterator[ChatEvent]:
+    async def stream(self, turn: ChatTurn) -> AsyncGenerator[ChatEvent, None]:
         """Generate the planned answer as events; the exchange is stored before `AnswerDone` (or
         `AnswerFailed`) is yielded, or as `interrupted` when the consumer stops early."""
         events = aiter(self._backend_events(turn))
@@ -137,8 +153,13 @@ class ChatService:
             yield AnswerFailed(await self._fail(turn, outcome, exc))
             return
         citations = await self._store(turn, outcome)
-        yield AnswerDone(outcome.finish_reason, outcome.usage, citations, outcome.status == "refused",
-                         list(turn.plan.flags))
+        yield AnswerDone(
+            outcome.finish_reason,
+            outcome.usage,
+            citations,
+            outcome.status == "refused",
+            list(turn.plan.flags),
+        )
 
     def _backend_events(self, turn: ChatTurn) -> AsyncIterator[StreamEvent]:
         if turn.plan.direct_answer is not None:
@@ -165,12 +186,16 @@ class ChatService:
             return InvalidRequest(str(exc), param="messages", code="context_length_exceeded")
         api_error: ApiError
         if isinstance(exc, (TimeoutError, BackendTimeout)):
-            api_error = UpstreamTimeout(f"The model did not answer within {self.settings.backend_timeout_s:g} s.")
+            api_error = UpstreamTimeout(
+                f"The model did not answer within {self.settings.backend_timeout_s:g} s."
+            )
         elif isinstance(exc, BackendError):
             api_error = UpstreamFailed(f"The model backend failed: {exc}")
         else:
             log.exception("backend raised an unexpected error", exc_info=exc)
-            api_error = UpstreamFailed(f"The model backend failed unexpectedly: {type(exc).__name__}")
+            api_error = UpstreamFailed(
+                f"The model backend failed unexpectedly: {type(exc).__name__}"
+            )
         outcome.status, outcome.finish_reason, outcome.error = "error", "error", api_error.message
         self.metrics.errors.labels(turn.bot_slug, api_error.code or api_error.type).inc()
         await self._store(turn, outcome)
@@ -223,7 +248,9 @@ class ChatService:
         return citations
 
 
-async def _prepend(first: ChatEvent, rest: AsyncIterator[ChatEvent]) -> AsyncIterator[ChatEvent]:
+async def _prepend(
+    first: ChatEvent, rest: AsyncGenerator[ChatEvent, None]
+) -> AsyncIterator[ChatEvent]:
     try:
         yield first
         async for event in rest:
@@ -231,7 +258,7 @@ async def _prepend(first: ChatEvent, rest: AsyncIterator[ChatEvent]) -> AsyncIte
     finally:
         # Closing this generator (the client went away) closes the answer's, which stores it as
         # interrupted.
-        await rest.aclose()  # type: ignore[attr-defined]
+        await rest.aclose()
 
 
 async def _close_quietly(events: AsyncIterator[StreamEvent]) -> None:
@@ -258,8 +285,16 @@ def _citations(turn: ChatTurn, answer: str) -> list[dict[str, Any]] | None:
         return None
     cited = context.cited_in(answer) or list(context.citations)
     return [
-        {"marker": c.marker, "document": c.source, "title": c.title, "heading_path": list(c.heading_path),
-         "page": c.page, "score": c.score, "chunk_id": c.chunk_id, "doc_id": c.doc_id}
+        {
+            "marker": c.marker,
+            "document": c.source,
+            "title": c.title,
+            "heading_path": list(c.heading_path),
+            "page": c.page,
+            "score": c.score,
+            "chunk_id": c.chunk_id,
+            "doc_id": c.doc_id,
+        }
         for c in cited
     ]
 
@@ -273,7 +308,9 @@ def follow_up_jobs(turn: ChatTurn) -> list[dict[str, Any]]:
     if bot.candidate_release_ids:
         from api.services.releases.shadow import shadow_job_rows
 
-        return shadow_job_rows(turn.exchange_id, bot.id, bot.policy, bot.candidate_release_ids, _rng)
+        return shadow_job_rows(
+            turn.exchange_id, bot.id, bot.policy, bot.candidate_release_ids, _rng
+        )
     if not bot.policy.review_enabled:
         return []
     # Even at a low sample rate the feed must see every answer: priority cases are queued regardless.

@@ -61,19 +61,32 @@ def validate_request(req: ChatCompletionRequest, settings: Settings) -> None:
     """Refuse what we cannot honour (400s), before anything is generated or stored."""
     for name in UNSUPPORTED_PARAMS:
         if getattr(req, name) is not None:
-            raise InvalidRequest(f"The parameter '{name}' is not supported.", param=name, code="unsupported_parameter")
+            raise InvalidRequest(
+                f"The parameter '{name}' is not supported.",
+                param=name,
+                code="unsupported_parameter",
+            )
     if req.n is not None and req.n != 1:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_parameter")
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(req, name) not in (None, 0, 0.0):
-            raise InvalidRequest(f"The parameter '{name}' is not supported.", param=name, code="unsupported_parameter")
+            raise InvalidRequest(
+                f"The parameter '{name}' is not supported.",
+                param=name,
+                code="unsupported_parameter",
+            )
     if req.stream_options is not None and not req.stream:
-        raise InvalidRequest("stream_options is only allowed with stream=true.", param="stream_options")
+        raise InvalidRequest(
+            "stream_options is only allowed with stream=true.", param="stream_options"
+        )
     if not req.messages:
-        raise InvalidRequest("messages must contain at least one message.", param="messages", code="empty_messages")
+        raise InvalidRequest(
+            "messages must contain at least one message.", param="messages", code="empty_messages"
+        )
     if len(req.messages) > settings.max_messages:
         raise InvalidRequest(
-            f"Too many messages: {len(req.messages)} > {settings.max_messages}.", param="messages",
+            f"Too many messages: {len(req.messages)} > {settings.max_messages}.",
+            param="messages",
             code="too_many_messages",
         )
     total = 0
@@ -82,40 +95,57 @@ def validate_request(req: ChatCompletionRequest, settings: Settings) -> None:
         if len(text) > settings.max_message_chars:
             raise InvalidRequest(
                 f"Message {i} is too long: {len(text)} > {settings.max_message_chars} characters.",
-                param=f"messages.{i}.content", code="message_too_long",
+                param=f"messages.{i}.content",
+                code="message_too_long",
             )
         total += len(text)
     if total > settings.max_total_chars:
         raise InvalidRequest(
             f"The conversation is too long: {total} > {settings.max_total_chars} characters.",
-            param="messages", code="conversation_too_long",
+            param="messages",
+            code="conversation_too_long",
         )
     if req.messages[-1].role != "user":
-        raise InvalidRequest("The last message must come from the user.", param="messages", code="last_not_user")
+        raise InvalidRequest(
+            "The last message must come from the user.", param="messages", code="last_not_user"
+        )
     if not req.messages[-1].text().strip():
-        raise InvalidRequest("The last user message is empty.", param=f"messages.{len(req.messages) - 1}.content",
-                             code="empty_message")
+        raise InvalidRequest(
+            "The last user message is empty.",
+            param=f"messages.{len(req.messages) - 1}.content",
+            code="empty_message",
+        )
     max_tokens = req.max_completion_tokens or req.max_tokens
     if max_tokens is not None and max_tokens > settings.max_tokens_limit:
         raise InvalidRequest(
-            f"max_tokens is too large: {max_tokens} > {settings.max_tokens_limit}.", param="max_tokens",
+            f"max_tokens is too large: {max_tokens} > {settings.max_tokens_limit}.",
+            param="max_tokens",
             code="max_tokens_too_large",
         )
 
 
 def build_turn(
-    req: ChatCompletionRequest, *, grant: KeyGrant, bot: BotConfig, conversation_id: str | None, settings: Settings
+    req: ChatCompletionRequest,
+    *,
+    grant: KeyGrant,
+    bot: BotConfig,
+    conversation_id: str | None,
+    settings: Settings,
 ) -> ChatTurn:
     """Check the key may use the bot and assemble the prompt and parameters (bot defaults + request)."""
     check_allowed(grant, bot)
     client_messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt = build_prompt(bot.system_prompt, client_messages)
-    max_tokens = req.max_completion_tokens or req.max_tokens or min(bot.max_tokens, settings.max_tokens_limit)
+    max_tokens = (
+        req.max_completion_tokens
+        or req.max_tokens
+        or min(bot.max_tokens, settings.max_tokens_limit)
+    )
     params = GenerationParams(
         max_tokens=max_tokens,
         temperature=bot.temperature if req.temperature is None else req.temperature,
         top_p=bot.top_p if req.top_p is None else req.top_p,
-        stop=tuple(req.stop or ()),  # type: ignore[arg-type]
+        stop=tuple(req.stop or ()),
         seed=req.seed,
     )
     return ChatTurn(
@@ -129,5 +159,3 @@ def build_turn(
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
-
-

@@ -16,23 +16,34 @@ from serving.knowledge import Instructions
 class KnowledgeConfig(BaseModel):
     """Per-bot knowledge settings (the bot's `knowledge` JSON)."""
 
-    embedder: str | None = Field(None, description="Embedding model spec (None: SHADOWDESK_EMBEDDER).")
+    embedder: str | None = Field(
+        None, description="Embedding model spec (None: SHADOWDESK_EMBEDDER)."
+    )
     top_k: int = Field(4, ge=1, le=50, description="Passages put into the prompt at most.")
-    min_score: float = Field(0.35, ge=0.0, le=1.0, description="Passages scoring below this are left out.")
+    min_score: float = Field(
+        0.35, ge=0.0, le=1.0, description="Passages scoring below this are left out."
+    )
     max_context_chars: int = Field(4000, ge=200, le=100_000)
     document_instruction: str | None = None
     query_instruction: str | None = None
-    guard: bool = Field(True, description="Refuse questions outside the bot's scope (and answer small talk).")
-    llm_guard: bool = Field(False, description="Ask the model when the embedding signals are unsure.")
+    guard: bool = Field(
+        True, description="Refuse questions outside the bot's scope (and answer small talk)."
+    )
+    llm_guard: bool = Field(
+        False, description="Ask the model when the embedding signals are unsure."
+    )
     answer_without_context: bool = Field(
-        False, description="When the vector store is unreachable, answer without passages (flagged) instead of 503."
+        False,
+        description="When the vector store is unreachable, answer without passages (flagged) instead of 503.",
     )
     topics: list[str] = Field(default_factory=list)
     example_questions: list[str] = Field(default_factory=list)
     out_of_scope_examples: list[str] = Field(default_factory=list)
     greeting_message: str | None = Field(
-        None, description="What the bot answers to a greeting (default: says what it covers, from its name, "
-        "topics and scope).")
+        None,
+        description="What the bot answers to a greeting (default: says what it covers, from its name, "
+        "topics and scope).",
+    )
 
     def instructions(self) -> Instructions:
         return Instructions(document=self.document_instruction, query=self.query_instruction)
@@ -53,7 +64,9 @@ def update_knowledge(
     job = None
     if (config.embedder or default_embedder) != (current.embedder or default_embedder):
         wanted["embedder"] = current.embedder  # switched by the job when done
-        job = enqueue(session, "reembed", {"embedder": config.embedder or default_embedder}, bot_id=bot.id)
+        job = enqueue(
+            session, "reembed", {"embedder": config.embedder or default_embedder}, bot_id=bot.id
+        )
     bot.knowledge = wanted
     changed(session, ACCESS)
     return wanted, job

@@ -66,12 +66,22 @@ def ingest_sources(
         if on_result is not None:
             on_result(result)
 
-    return base.ingest_paths(bot_id, [(item.path, item.source) for item in sources],
-                             instructions=config.instructions(), force=force, on_result=record)
+    return base.ingest_paths(
+        bot_id,
+        [(item.path, item.source) for item in sources],
+        instructions=config.instructions(),
+        force=force,
+        on_result=record,
+    )
 
 
 def _record_document(
-    settings: Settings, sessions: Any, bot_id: str, item: IngestSource, result: IngestResult, spec: str
+    settings: Settings,
+    sessions: Any,
+    bot_id: str,
+    item: IngestSource,
+    result: IngestResult,
+    spec: str,
 ) -> None:
     assert result.doc_id is not None
     keep = originals_dir(settings, bot_id) / result.doc_id
@@ -100,11 +110,16 @@ def _record_document(
 
 
 def list_documents(session: Session, bot_id: str) -> list[Document]:
-    return list(session.scalars(select(Document).where(Document.bot_id == bot_id).order_by(Document.source)))
+    return list(
+        session.scalars(select(Document).where(Document.bot_id == bot_id).order_by(Document.source))
+    )
 
 
 def count_documents(session: Session, bot_id: str) -> int:
-    return session.scalar(select(func.count()).select_from(Document).where(Document.bot_id == bot_id)) or 0
+    return (
+        session.scalar(select(func.count()).select_from(Document).where(Document.bot_id == bot_id))
+        or 0
+    )
 
 
 def delete_document(hub: KnowledgeRegistry, sessions: Any, bot_id: str, doc_id: str) -> int:
@@ -133,15 +148,24 @@ def ingest_counts(results: Sequence[dict[str, Any]]) -> dict[str, int]:
     """How many files were ingested (new or changed), unchanged, skipped and failed."""
     statuses = [r["status"] for r in results]
     return {status: statuses.count(status) for status in ("ingested", "unchanged", "skipped")} | {
-        "failed": statuses.count("error")}
+        "failed": statuses.count("error")
+    }
 
 
 def result_dict(result: IngestResult) -> dict[str, Any]:
     return {
-        "source": result.source, "status": result.status, "doc_id": result.doc_id,
-        "chunk_count": result.chunk_count, "format": result.format, "title": result.title,
-        "page_count": result.page_count, "reason": result.reason, "message": result.message,
-        "embedded": result.embedded, "reused": result.reused, "removed": result.removed,
+        "source": result.source,
+        "status": result.status,
+        "doc_id": result.doc_id,
+        "chunk_count": result.chunk_count,
+        "format": result.format,
+        "title": result.title,
+        "page_count": result.page_count,
+        "reason": result.reason,
+        "message": result.message,
+        "embedded": result.embedded,
+        "reused": result.reused,
+        "removed": result.removed,
     }
 
 
@@ -175,8 +199,14 @@ def accept_uploads(
     for i, (filename, size, stream) in enumerate(uploads):
         name = Path(filename or f"upload-{i}").name
         if (size or 0) > settings.max_document_bytes:
-            rejected.append({"source": name, "status": "error", "reason": "too_large",
-                             "message": f"{size} bytes; the limit is {settings.max_document_bytes}"})
+            rejected.append(
+                {
+                    "source": name,
+                    "status": "error",
+                    "reason": "too_large",
+                    "message": f"{size} bytes; the limit is {settings.max_document_bytes}",
+                }
+            )
             continue
         target = upload_dir / f"{i:04d}" / name
         target.parent.mkdir()
@@ -186,10 +216,17 @@ def accept_uploads(
         sources.append(IngestSource(target, name))
     if total > settings.sync_ingest_bytes:
         with transaction(sessions) as session:
-            job = enqueue(session, "ingest", {
-                "files": [{"path": str(src.path), "source": src.source} for src in sources],
-                "force": force, "upload_dir": str(upload_dir), "rejected": rejected,
-            }, bot_id=bot_id)
+            job = enqueue(
+                session,
+                "ingest",
+                {
+                    "files": [{"path": str(src.path), "source": src.source} for src in sources],
+                    "force": force,
+                    "upload_dir": str(upload_dir),
+                    "rejected": rejected,
+                },
+                bot_id=bot_id,
+            )
         return UploadOutcome(rejected, job=job)
     try:
         results = ingest_sources(hub_of(), sessions, bot_id, sources, force=force)

@@ -63,8 +63,9 @@ def ground_turn(
     grounding = Grounding()
     config = bot.config
     question = str(conversation[-1]["content"])
-    guarded = config.guard and (bot.has_documents or bool(bot.scope.strip() or config.topics
-                                                          or config.example_questions))
+    guarded = config.guard and (
+        bot.has_documents or bool(bot.scope.strip() or config.topics or config.example_questions)
+    )
     if not bot.has_documents and not guarded:
         return grounding
     found = None
@@ -72,13 +73,17 @@ def ground_turn(
         base = hub.base(hub.spec(config))
         vector = base.retriever.embed_query(question, config.query_instruction)
         if bot.has_documents:
-            found = base.retriever.hybrid_search(bot.id, question, vector, config.top_k, config.min_score)
+            found = base.retriever.hybrid_search(
+                bot.id, question, vector, config.top_k, config.min_score
+            )
     except Exception as exc:  # noqa: BLE001 - the store being down must not look like "no passages"
         if hub.healthy():
             raise
         if not config.answer_without_context:
-            raise Unavailable("The knowledge base is unreachable; try again shortly.",
-                              code="knowledge_unavailable") from exc
+            raise Unavailable(
+                "The knowledge base is unreachable; try again shortly.",
+                code="knowledge_unavailable",
+            ) from exc
         log.warning("vector store unreachable; answering without context")
         grounding.flags.append("no_context")
         return grounding

@@ -26,7 +26,9 @@ def run_ingest_job(ctx: Any, runtime: Any) -> dict[str, Any]:
     """Job `ingest`: payload {"files": [{"path", "source"}], "force"}; files live in the job's upload
     folder and are removed once ingested."""
     files = [IngestSource(Path(f["path"]), f["source"]) for f in ctx.payload["files"]]
-    done: list[dict[str, Any]] = list(ctx.progress.get("results") or ctx.payload.get("rejected", []))
+    done: list[dict[str, Any]] = list(
+        ctx.progress.get("results") or ctx.payload.get("rejected", [])
+    )
     finished = {r["source"] for r in done}
     todo = [f for f in files if f.source not in finished]  # resume after a crash where we stopped
 
@@ -34,8 +36,14 @@ def run_ingest_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         done.append(result_dict(result))
         ctx.report(results=done, total=len(files), done=len(done))
 
-    ingest_sources(runtime.knowledge, runtime.sessions, ctx.bot_id, todo, force=bool(ctx.payload.get("force")),
-                   on_result=report)
+    ingest_sources(
+        runtime.knowledge,
+        runtime.sessions,
+        ctx.bot_id,
+        todo,
+        force=bool(ctx.payload.get("force")),
+        on_result=report,
+    )
     upload_dir = ctx.payload.get("upload_dir")
     if upload_dir:
         shutil.rmtree(upload_dir, ignore_errors=True)
@@ -61,13 +69,17 @@ def run_reembed_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         if not files:
             failed.append({"doc_id": doc_id, "source": source, "message": "original file missing"})
             continue
-        result = base.ingest_file(ctx.bot_id, files[0], source=source, instructions=config.instructions(), force=True)
+        result = base.ingest_file(
+            ctx.bot_id, files[0], source=source, instructions=config.instructions(), force=True
+        )
         if not result.ok:
             failed.append({"doc_id": doc_id, "source": source, "message": result.message})
         ctx.report(done=i + 1, total=len(docs))
     if failed:
         base.store.drop_index(ctx.bot_id, base.embedder.model_id)
-        raise RuntimeError(f"re-embedding failed for {len(failed)} document(s); the bot keeps {old_spec}: {failed}")
+        raise RuntimeError(
+            f"re-embedding failed for {len(failed)} document(s); the bot keeps {old_spec}: {failed}"
+        )
     with transaction(runtime.sessions) as session:
         bot = bot_row(session, ctx.bot_id)
         bot.knowledge = {**(bot.knowledge or {}), "embedder": new_spec}

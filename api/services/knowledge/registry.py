@@ -28,7 +28,9 @@ class KnowledgeRegistry:
         """The vector store, connected on first use (a Chroma server may come up after us)."""
         with self._lock:
             if self._store is None:
-                self._store = ChromaStore.open(self.settings.chroma_url or str(self.settings.data_dir / "chroma"))
+                self._store = ChromaStore.open(
+                    self.settings.chroma_url or str(self.settings.data_dir / "chroma")
+                )
             return self._store
 
     def spec(self, config: KnowledgeConfig) -> str:
@@ -42,13 +44,21 @@ class KnowledgeRegistry:
                 self._bases[spec] = KnowledgeBase(
                     store,
                     embedder,
-                    chunking=ChunkingConfig(size=self.settings.chunk_size, overlap=self.settings.chunk_overlap),
+                    chunking=ChunkingConfig(
+                        size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
+                    ),
                     limits=ParseLimits(max_bytes=self.settings.max_document_bytes),
                 )
             return self._bases[spec]
 
-    def guard(self, bot_id: str, config: KnowledgeConfig, refusal: str, name: str = "",
-              description: str = "") -> ScopeGuard:
+    def guard(
+        self,
+        bot_id: str,
+        config: KnowledgeConfig,
+        refusal: str,
+        name: str = "",
+        description: str = "",
+    ) -> ScopeGuard:
         scope = Scope(
             topics=tuple(config.topics),
             example_questions=tuple(config.example_questions),
@@ -58,11 +68,18 @@ class KnowledgeRegistry:
             name=name,
             greeting_message=config.greeting_message,
         )
-        key = (bot_id, hashlib.sha256(json.dumps([repr(scope), self.spec(config), config.query_instruction]).encode()).hexdigest())
+        key = (
+            bot_id,
+            hashlib.sha256(
+                json.dumps([repr(scope), self.spec(config), config.query_instruction]).encode()
+            ).hexdigest(),
+        )
         with self._lock:
             guard = self._guards.get(key)
         if guard is None:
-            guard = ScopeGuard(scope, self.base(self.spec(config)).embedder, instruction=config.query_instruction)
+            guard = ScopeGuard(
+                scope, self.base(self.spec(config)).embedder, instruction=config.query_instruction
+            )
             with self._lock:
                 self._guards[key] = guard
         return guard

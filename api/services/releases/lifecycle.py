@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.db import transaction
+from api.db import rowcount, transaction
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.ids import new_id
 from api.models import AuditEntry, Bot, Release
@@ -45,25 +45,39 @@ T = TypeVar("T")
 class ReleaseCreate(BaseModel):
     """A new release. With `based_on`, every field left out is copied from that release."""
 
-    based_on: str | None = Field(None, description="Id of a release of this bot to copy unset fields from.")
+    based_on: str | None = Field(
+        None, description="Id of a release of this bot to copy unset fields from."
+    )
     base_model: str | None = Field(
-        None, max_length=500, description="Base model (default: the live release's, else the server's model)."
+        None,
+        max_length=500,
+        description="Base model (default: the live release's, else the server's model).",
     )
     adapter: str | None = Field(
-        None, pattern=ADAPTER_NAME,
+        None,
+        pattern=ADAPTER_NAME,
         description="Versioned LoRA adapter name (e.g. acme-support-v3); the same name must always mean "
         "the same weights.",
     )
-    adapter_path: str | None = Field(None, max_length=1000, description="Where the backend loads the adapter from.")
+    adapter_path: str | None = Field(
+        None, max_length=1000, description="Where the backend loads the adapter from."
+    )
     system_prompt: str | None = Field(
-        None, max_length=20_000, description="A prompt frozen with the release (None: the bot's current prompt)."
+        None,
+        max_length=20_000,
+        description="A prompt frozen with the release (None: the bot's current prompt).",
     )
     mode: ReleaseMode = Field(
-        "rag", description="rag | adapter | adapter+rag | retrieval (best passages, no model) | holding (fixed message)."
+        "rag",
+        description="rag | adapter | adapter+rag | retrieval (best passages, no model) | holding (fixed message).",
     )
-    holding_message: str | None = Field(None, max_length=2_000, description="What a `holding` release answers.")
+    holding_message: str | None = Field(
+        None, max_length=2_000, description="What a `holding` release answers."
+    )
     notes: str = Field("", max_length=2_000)
-    candidate: bool = Field(False, description="Attach as a candidate at once (it shadows live traffic).")
+    candidate: bool = Field(
+        False, description="Attach as a candidate at once (it shadows live traffic)."
+    )
 
 
 class ReleaseView(BaseModel):
@@ -86,11 +100,19 @@ class ReleaseView(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite drops the zone
+        return (
+            value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        )  # SQLite drops the zone
 
     @classmethod
     def of(cls, release: Release, live_release_id: str | None) -> ReleaseView:
-        status = "live" if release.id == live_release_id else "candidate" if release.candidate else "retired"
+        status = (
+            "live"
+            if release.id == live_release_id
+            else "candidate"
+            if release.candidate
+            else "retired"
+        )
         return cls.model_validate({**_fields(release), "status": status})
 
 
@@ -110,7 +132,9 @@ def get_release(session: Session, bot: Bot, release_id: str) -> Release:
     """The bot's release by id, or by version (`3` or `v3`, handy on the command line)."""
     version = release_id.removeprefix("v")
     if version.isdigit():
-        release = session.scalar(select(Release).where(Release.bot_id == bot.id, Release.version == int(version)))
+        release = session.scalar(
+            select(Release).where(Release.bot_id == bot.id, Release.version == int(version))
+        )
     else:
         release = session.get(Release, release_id)
     if release is None or release.bot_id != bot.id:
@@ -121,7 +145,9 @@ def get_release(session: Session, bot: Bot, release_id: str) -> Release:
 def list_releases(session: Session, slug: str) -> list[ReleaseView]:
     """The bot's releases, newest version first."""
     bot = get_bot(session, slug)
-    rows = session.scalars(select(Release).where(Release.bot_id == bot.id).order_by(Release.version.desc()))
+    rows = session.scalars(
+        select(Release).where(Release.bot_id == bot.id).order_by(Release.version.desc())
+    )
     return [ReleaseView.of(r, bot.live_release_id) for r in rows]
 
 
@@ -139,8 +165,13 @@ def create_release(
     """Add a release with the bot's next version (never changes an existing one)."""
     bot = get_bot(session, slug)
     fields = _resolve_fields(session, bot, data, default_base_model)
-    release = Release(id=new_id("rel"), bot_id=bot.id, version=next_release_version(session, bot.id),
-                      candidate=data.candidate, **fields)
+    release = Release(
+        id=new_id("rel"),
+        bot_id=bot.id,
+        version=next_release_version(session, bot.id),
+        candidate=data.candidate,
+        **fields,
+    )
     session.add(release)
     session.flush()
     _audit(session, actor, "release.create", "release", release.id, bot.id, None, _fields(release))
@@ -149,17 +180,30 @@ def create_release(
     return ReleaseView.of(release, bot.live_release_id)
 
 
-def set_candidate(session: Session, slug: str, release_id: str, candidate: bool, *, actor: AuditActor) -> ReleaseView:
+def set_candidate(
+    session: Session, slug: str, release_id: str, candidate: bool, *, actor: AuditActor
+) -> ReleaseView:
     """Attach (`candidate=True`) or detach a release as a shadowing candidate."""
     bot = get_bot(session, slug)
     release = get_release(session, bot, release_id)
     if candidate and release.id == bot.live_release_id:
-        raise Conflict(f"Release v{release.version} is live; only other releases can be candidates.",
-                       param="release_id", code="release_is_live")
+        raise Conflict(
+            f"Release v{release.version} is live; only other releases can be candidates.",
+            param="release_id",
+            code="release_is_live",
+        )
     if release.candidate != candidate:
         release.candidate = candidate
-        _audit(session, actor, "release.attach" if candidate else "release.detach", "release", release.id, bot.id,
-               {"candidate": not candidate}, {"candidate": candidate})
+        _audit(
+            session,
+            actor,
+            "release.attach" if candidate else "release.detach",
+            "release",
+            release.id,
+            bot.id,
+            {"candidate": not candidate},
+            {"candidate": candidate},
+        )
         session.flush()
         changed(session, ACCESS)
     return ReleaseView.of(release, bot.live_release_id)
@@ -170,7 +214,9 @@ def promote(session: Session, slug: str, release_id: str, *, actor: AuditActor) 
     bot = get_bot(session, slug)
     release = get_release(session, bot, release_id)
     if release.id == bot.live_release_id:
-        raise Conflict(f"Release v{release.version} is already live.", param="release_id", code="already_live")
+        raise Conflict(
+            f"Release v{release.version} is already live.", param="release_id", code="already_live"
+        )
     return _move_alias(session, bot, release, PROMOTE, actor)
 
 
@@ -180,7 +226,9 @@ def rollback(session: Session, slug: str, *, actor: AuditActor) -> AliasMove:
     bot = get_bot(session, slug)
     target = rollback_target(session, bot)
     if target is None:
-        raise Conflict(f"Bot '{bot.slug}' has no earlier release to roll back to.", code="nothing_to_roll_back")
+        raise Conflict(
+            f"Bot '{bot.slug}' has no earlier release to roll back to.", code="nothing_to_roll_back"
+        )
     return _move_alias(session, bot, get_release(session, bot, target), ROLLBACK, actor)
 
 
@@ -188,8 +236,12 @@ def rollback_target(session: Session, bot: Bot) -> str | None:
     """Replay the bot's alias moves from the audit log as a stack: a promotion pushes the release it
     replaced, a rollback pops. The top is where a rollback goes."""
     moves = session.scalars(
-        select(AuditEntry).where(AuditEntry.entity == "bot", AuditEntry.entity_id == bot.id,
-                                 AuditEntry.action.in_((PROMOTE, ROLLBACK)))
+        select(AuditEntry)
+        .where(
+            AuditEntry.entity == "bot",
+            AuditEntry.entity_id == bot.id,
+            AuditEntry.action.in_((PROMOTE, ROLLBACK)),
+        )
         .order_by(AuditEntry.created_at, AuditEntry.id)
     )
     stack: list[str] = []
@@ -201,26 +253,42 @@ def rollback_target(session: Session, bot: Bot) -> str | None:
     return stack[-1] if stack else None
 
 
-def _move_alias(session: Session, bot: Bot, release: Release, action: str, actor: AuditActor) -> AliasMove:
+def _move_alias(
+    session: Session, bot: Bot, release: Release, action: str, actor: AuditActor
+) -> AliasMove:
     before = bot.live_release_id
     # Compare-and-set: if another promotion committed since we read the bot, refuse instead of
     # writing an audit entry whose "before" is wrong.
     moved = session.execute(
-        update(Bot).where(Bot.id == bot.id, Bot.live_release_id.is_not_distinct_from(before))
-        .values(live_release_id=release.id).execution_options(synchronize_session=False)
+        update(Bot)
+        .where(Bot.id == bot.id, Bot.live_release_id.is_not_distinct_from(before))
+        .values(live_release_id=release.id)
+        .execution_options(synchronize_session=False)
     )
-    if moved.rowcount != 1:
-        raise Conflict(f"Bot '{bot.slug}' changed its live release meanwhile; try again.", code="alias_moved")
+    if rowcount(moved) != 1:
+        raise Conflict(
+            f"Bot '{bot.slug}' changed its live release meanwhile; try again.", code="alias_moved"
+        )
     release.candidate = False
-    _audit(session, actor, action, "bot", bot.id, bot.id, {"live_release_id": before},
-           {"live_release_id": release.id, "version": release.version})
+    _audit(
+        session,
+        actor,
+        action,
+        "bot",
+        bot.id,
+        bot.id,
+        {"live_release_id": before},
+        {"live_release_id": release.id, "version": release.version},
+    )
     session.flush()
     session.refresh(bot)
     changed(session, ACCESS)
     return AliasMove(bot=bot.slug, action=action, before=before, after=release.id)
 
 
-def _resolve_fields(session: Session, bot: Bot, data: ReleaseCreate, default_base_model: str) -> dict[str, Any]:
+def _resolve_fields(
+    session: Session, bot: Bot, data: ReleaseCreate, default_base_model: str
+) -> dict[str, Any]:
     """The new release's fields (copied from `based_on` where unset), validated."""
     given = data.model_dump(exclude_unset=True, exclude={"based_on", "candidate"})
     base: dict[str, Any] = {}
@@ -229,8 +297,13 @@ def _resolve_fields(session: Session, bot: Bot, data: ReleaseCreate, default_bas
     elif bot.live_release is not None:
         base = {"base_model": bot.live_release.base_model}
     fields = {
-        "base_model": default_base_model, "adapter": None, "adapter_path": None, "system_prompt": None,
-        "mode": "rag", "holding_message": None, "notes": "",
+        "base_model": default_base_model,
+        "adapter": None,
+        "adapter_path": None,
+        "system_prompt": None,
+        "mode": "rag",
+        "holding_message": None,
+        "notes": "",
     }
     fields.update({k: v for k, v in base.items() if k in fields})
     if given.get("adapter", "") is None and "adapter_path" not in given:
@@ -239,32 +312,69 @@ def _resolve_fields(session: Session, bot: Bot, data: ReleaseCreate, default_bas
     if fields["mode"] in ADAPTER_MODES and not fields["adapter"]:
         raise InvalidRequest(f"Mode '{fields['mode']}' needs an adapter.", param="adapter")
     if fields["mode"] in MODEL_FREE_MODES and fields["adapter"]:
-        raise InvalidRequest(f"Mode '{fields['mode']}' answers without a model; it takes no adapter.", param="adapter")
+        raise InvalidRequest(
+            f"Mode '{fields['mode']}' answers without a model; it takes no adapter.",
+            param="adapter",
+        )
     if fields["adapter_path"] and not fields["adapter"]:
         raise InvalidRequest("adapter_path needs an adapter name.", param="adapter")
     if fields["adapter"] and fields["adapter_path"]:
-        clash = session.scalar(select(Release.adapter_path).where(
-            Release.adapter == fields["adapter"], Release.adapter_path.is_not(None),
-            Release.adapter_path != fields["adapter_path"]).limit(1))
+        clash = session.scalar(
+            select(Release.adapter_path)
+            .where(
+                Release.adapter == fields["adapter"],
+                Release.adapter_path.is_not(None),
+                Release.adapter_path != fields["adapter_path"],
+            )
+            .limit(1)
+        )
         if clash is not None:
-            raise Conflict(f"Adapter '{fields['adapter']}' already names the weights at {clash}; adapter names are "
-                           "immutable, give the new weights a new version.", param="adapter", code="adapter_name_taken")
+            raise Conflict(
+                f"Adapter '{fields['adapter']}' already names the weights at {clash}; adapter names are "
+                "immutable, give the new weights a new version.",
+                param="adapter",
+                code="adapter_name_taken",
+            )
     return fields
 
 
 def _fields(release: Release) -> dict[str, Any]:
     return {
-        "id": release.id, "bot_id": release.bot_id, "version": release.version, "base_model": release.base_model,
-        "adapter": release.adapter, "adapter_path": release.adapter_path, "system_prompt": release.system_prompt,
-        "mode": release.mode, "holding_message": release.holding_message, "notes": release.notes,
-        "candidate": release.candidate, "created_at": release.created_at,
+        "id": release.id,
+        "bot_id": release.bot_id,
+        "version": release.version,
+        "base_model": release.base_model,
+        "adapter": release.adapter,
+        "adapter_path": release.adapter_path,
+        "system_prompt": release.system_prompt,
+        "mode": release.mode,
+        "holding_message": release.holding_message,
+        "notes": release.notes,
+        "candidate": release.candidate,
+        "created_at": release.created_at,
     }
 
 
-def _audit(session: Session, actor: AuditActor, action: str, entity: str, entity_id: str, bot_id: str,
-           before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    record(session, actor, action, entity=entity, entity_id=entity_id, bot_id=bot_id, before=_jsonable(before),
-           after=_jsonable(after))
+def _audit(
+    session: Session,
+    actor: AuditActor,
+    action: str,
+    entity: str,
+    entity_id: str,
+    bot_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    record(
+        session,
+        actor,
+        action,
+        entity=entity,
+        entity_id=entity_id,
+        bot_id=bot_id,
+        before=_jsonable(before),
+        after=_jsonable(after),
+    )
 
 
 def _jsonable(values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -276,50 +386,78 @@ def _jsonable(values: dict[str, Any] | None) -> dict[str, Any] | None:
 # -- with the backend: load adapters first, then move, then drop cached bot lookups -------------
 
 
-async def ensure_servable(backend: Backend, *, adapter: str | None, adapter_path: str | None) -> None:
+async def ensure_servable(
+    backend: Backend, *, adapter: str | None, adapter_path: str | None
+) -> None:
     """Make sure `backend` can answer with this adapter (loading it, idempotently); a clear 400 if not."""
     if adapter is None:
         return
     if adapter_path is None:
         # Named but not loadable by us: only a backend that serves adapters can already have it.
         if type(backend).load_adapter is Backend.load_adapter:
-            raise InvalidRequest(f"The {backend.kind} backend cannot serve adapters ('{adapter}').",
-                                 param="adapter", code="adapter_unsupported")
+            raise InvalidRequest(
+                f"The {backend.kind} backend cannot serve adapters ('{adapter}').",
+                param="adapter",
+                code="adapter_unsupported",
+            )
         return
     try:
         await backend.load_adapter(adapter, adapter_path)
     except BackendError as exc:
-        raise InvalidRequest(f"Could not load adapter '{adapter}' from {adapter_path}: {exc}", param="adapter",
-                             code="adapter_load_failed") from exc
+        raise InvalidRequest(
+            f"Could not load adapter '{adapter}' from {adapter_path}: {exc}",
+            param="adapter",
+            code="adapter_load_failed",
+        ) from exc
 
 
-async def create(runtime: Runtime, slug: str, data: ReleaseCreate, actor: AuditActor) -> ReleaseView:
+async def create(
+    runtime: Runtime, slug: str, data: ReleaseCreate, actor: AuditActor
+) -> ReleaseView:
     """Create a release; with `candidate`, its adapter is loaded first (nothing is stored if that fails)."""
     if data.candidate:
+
         def resolve(session: Session) -> dict[str, Any]:
             return _resolve_fields(session, get_bot(session, slug), data, runtime.settings.model)
+
         fields = await _in_transaction(runtime, resolve)
-        await ensure_servable(runtime.backend, adapter=fields["adapter"], adapter_path=fields["adapter_path"])
-    view = await _in_transaction(runtime, lambda s: create_release(
-        s, slug, data, default_base_model=runtime.settings.model, actor=actor))
+        await ensure_servable(
+            runtime.backend, adapter=fields["adapter"], adapter_path=fields["adapter_path"]
+        )
+    view = await _in_transaction(
+        runtime,
+        lambda s: create_release(
+            s, slug, data, default_base_model=runtime.settings.model, actor=actor
+        ),
+    )
     return view
 
 
 async def attach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> ReleaseView:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
-    await ensure_servable(runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path)
-    view = await _in_transaction(runtime, lambda s: set_candidate(s, slug, release_id, True, actor=actor))
+    await ensure_servable(
+        runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
+    )
+    view = await _in_transaction(
+        runtime, lambda s: set_candidate(s, slug, release_id, True, actor=actor)
+    )
     return view
 
 
 async def detach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> ReleaseView:
-    view = await _in_transaction(runtime, lambda s: set_candidate(s, slug, release_id, False, actor=actor))
+    view = await _in_transaction(
+        runtime, lambda s: set_candidate(s, slug, release_id, False, actor=actor)
+    )
     return view
 
 
-async def promote_release(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> AliasMove:
+async def promote_release(
+    runtime: Runtime, slug: str, release_id: str, actor: AuditActor
+) -> AliasMove:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
-    await ensure_servable(runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path)
+    await ensure_servable(
+        runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
+    )
     move = await _in_transaction(runtime, lambda s: promote(s, slug, release_id, actor=actor))
     return move
 
@@ -328,11 +466,17 @@ async def rollback_release(runtime: Runtime, slug: str, actor: AuditActor) -> Al
     def target(session: Session) -> ReleaseView | None:
         bot = get_bot(session, slug)
         found = rollback_target(session, bot)
-        return None if found is None else ReleaseView.of(get_release(session, bot, found), bot.live_release_id)
+        return (
+            None
+            if found is None
+            else ReleaseView.of(get_release(session, bot, found), bot.live_release_id)
+        )
 
     release = await _in_transaction(runtime, target)
     if release is not None:
-        await ensure_servable(runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path)
+        await ensure_servable(
+            runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
+        )
     move = await _in_transaction(runtime, lambda s: rollback(s, slug, actor=actor))
     return move
 
@@ -340,12 +484,19 @@ async def rollback_release(runtime: Runtime, slug: str, actor: AuditActor) -> Al
 async def load_active_adapters(runtime: Runtime) -> None:
     """Load the adapters of every live and candidate release (at start: an upstream that restarted
     has forgotten them). Failures are logged, not raised: the server must still start."""
+
     def active(session: Session) -> list[tuple[str, str]]:
         live = select(Bot.live_release_id).where(Bot.live_release_id.is_not(None))
-        rows = session.execute(select(Release.adapter, Release.adapter_path).where(
-            Release.adapter.is_not(None), Release.adapter_path.is_not(None),
-            (Release.candidate.is_(True)) | Release.id.in_(live)).distinct())
-        return [(a, p) for a, p in rows]
+        rows = session.execute(
+            select(Release.adapter, Release.adapter_path)
+            .where(
+                Release.adapter.is_not(None),
+                Release.adapter_path.is_not(None),
+                (Release.candidate.is_(True)) | Release.id.in_(live),
+            )
+            .distinct()
+        )
+        return [(str(a), str(p)) for a, p in rows]
 
     for adapter, path in await _in_transaction(runtime, active):
         try:
@@ -358,4 +509,5 @@ async def _in_transaction(runtime: Runtime, work: Callable[[Session], T]) -> T:
     def run() -> T:
         with transaction(runtime.sessions) as session:
             return work(session)
+
     return await asyncio.to_thread(run)

@@ -62,8 +62,10 @@ def shadow_job_rows(
     same exchanges), none otherwise."""
     if not candidate_release_ids or rng.random() >= policy.shadow_sample_rate:
         return []
-    return [job_row("shadow", {"exchange_id": exchange_id, "release_id": r}, bot_id=bot_id)
-            for r in candidate_release_ids]
+    return [
+        job_row("shadow", {"exchange_id": exchange_id, "release_id": r}, bot_id=bot_id)
+        for r in candidate_release_ids
+    ]
 
 
 @dataclass
@@ -109,19 +111,26 @@ async def run_shadow_job(ctx: JobContext, runtime: Runtime) -> dict[str, Any]:
 def candidate_prompt(release: Release, bot: Bot, exchange: Exchange) -> list[ChatMessage]:
     """The prompt the candidate would have been given for this exchange: its system prompt (or the
     bot's), the same conversation, and, for RAG modes, the same passages the live answer got."""
-    system_prompt = release.system_prompt if release.system_prompt is not None else bot.system_prompt
+    system_prompt = (
+        release.system_prompt if release.system_prompt is not None else bot.system_prompt
+    )
     context = None
     if release.mode in RAG_MODES and exchange.passages:
         config = knowledge_of(bot.knowledge)
-        context = build_context([passage_of(p) for p in exchange.passages], max_chars=config.max_context_chars)
+        context = build_context(
+            [passage_of(p) for p in exchange.passages], max_chars=config.max_context_chars
+        )
     return build_prompt(system_prompt, exchange.messages, context)
 
 
 def _load_task(sessions: sessionmaker[Session], ctx: JobContext) -> ShadowTask | dict[str, Any]:
     exchange_id, release_id = ctx.payload["exchange_id"], ctx.payload["release_id"]
     with transaction(sessions) as session:
-        done = session.scalar(select(ShadowAnswer.id).where(
-            ShadowAnswer.exchange_id == exchange_id, ShadowAnswer.release_id == release_id))
+        done = session.scalar(
+            select(ShadowAnswer.id).where(
+                ShadowAnswer.exchange_id == exchange_id, ShadowAnswer.release_id == release_id
+            )
+        )
         if done is not None:  # stored by an earlier attempt that died before finishing the job
             return {"shadow_answer_id": done, "duplicate": True}
         exchange = session.get(Exchange, exchange_id)
@@ -132,11 +141,17 @@ def _load_task(sessions: sessionmaker[Session], ctx: JobContext) -> ShadowTask |
         assert bot is not None  # exchanges and releases go with their bot
         max_attempts = session.scalar(select(Job.max_attempts).where(Job.id == ctx.job_id)) or 1
         return ShadowTask(
-            exchange_id=exchange.id, release_id=release.id, bot_id=bot.id,
+            exchange_id=exchange.id,
+            release_id=release.id,
+            bot_id=bot.id,
             question=question_of(exchange.messages),
             prompt=candidate_prompt(release, bot, exchange),
-            params=GenerationParams.from_dict(exchange.params or {}, GenerationParams(
-                max_tokens=bot.max_tokens, temperature=bot.temperature, top_p=bot.top_p)),
+            params=GenerationParams.from_dict(
+                exchange.params or {},
+                GenerationParams(
+                    max_tokens=bot.max_tokens, temperature=bot.temperature, top_p=bot.top_p
+                ),
+            ),
             adapter=release.adapter,
             direct_answer=_direct_answer(release, bot, exchange),
             live_answer=live_answer_to_compare(session, exchange),
@@ -164,12 +179,23 @@ async def _generate(runtime: Runtime, task: ShadowTask) -> Generation:
         async with asyncio.timeout(timeout):
             completion = await runtime.backend.complete(task.prompt, task.params, task.adapter)
     except TimeoutError:
-        result.status, result.finish_reason, result.error = "error", "timeout", f"no answer within {timeout:g} s"
+        result.status, result.finish_reason, result.error = (
+            "error",
+            "timeout",
+            f"no answer within {timeout:g} s",
+        )
     except Exception as exc:  # noqa: BLE001 - any failure of the candidate is its result, never the worker's
-        result.status, result.finish_reason, result.error = "error", "error", f"{type(exc).__name__}: {exc}"
+        result.status, result.finish_reason, result.error = (
+            "error",
+            "error",
+            f"{type(exc).__name__}: {exc}",
+        )
     else:
         result.answer, result.finish_reason = completion.text, completion.finish_reason
-        result.prompt_tokens, result.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+        result.prompt_tokens, result.completion_tokens = (
+            completion.prompt_tokens,
+            completion.completion_tokens,
+        )
         if completion.finish_reason == "error":
             result.status, result.error = "error", "the backend reported an error while generating"
     result.latency_ms = (time.perf_counter() - started) * 1000
@@ -181,9 +207,15 @@ def _store(sessions: sessionmaker[Session], task: ShadowTask, result: Generation
     try:
         with transaction(sessions) as session:
             answer = ShadowAnswer(
-                id=new_id("shadow"), exchange_id=task.exchange_id, release_id=task.release_id, answer=result.answer,
-                status=result.status, finish_reason=result.finish_reason, error=result.error,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                id=new_id("shadow"),
+                exchange_id=task.exchange_id,
+                release_id=task.release_id,
+                answer=result.answer,
+                status=result.status,
+                finish_reason=result.finish_reason,
+                error=result.error,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
                 latency_ms=round(result.latency_ms, 3),
             )
             session.add(answer)
@@ -191,17 +223,33 @@ def _store(sessions: sessionmaker[Session], task: ShadowTask, result: Generation
             item = None
             if result.status == "completed":
                 item = enqueue_review(
-                    session, bot_id=task.bot_id, exchange_id=task.exchange_id, release_id=task.release_id,
-                    shadow_answer_id=answer.id, question=task.question, answer=result.answer,
-                    live_answer=task.live_answer, top_retrieval_score=task.top_score,
-                    thumbs_down=task.thumbs_down, policy=task.policy, rng=_rng,
+                    session,
+                    bot_id=task.bot_id,
+                    exchange_id=task.exchange_id,
+                    release_id=task.release_id,
+                    shadow_answer_id=answer.id,
+                    question=task.question,
+                    answer=result.answer,
+                    live_answer=task.live_answer,
+                    top_retrieval_score=task.top_score,
+                    thumbs_down=task.thumbs_down,
+                    policy=task.policy,
+                    rng=_rng,
                 )
-            return {"shadow_answer_id": answer.id, "status": result.status, "latency_ms": answer.latency_ms,
-                    "review_item_id": item.id if item else None}
+            return {
+                "shadow_answer_id": answer.id,
+                "status": result.status,
+                "latency_ms": answer.latency_ms,
+                "review_item_id": item.id if item else None,
+            }
     except IntegrityError:
         with transaction(sessions) as session:
-            done = session.scalar(select(ShadowAnswer.id).where(
-                ShadowAnswer.exchange_id == task.exchange_id, ShadowAnswer.release_id == task.release_id))
+            done = session.scalar(
+                select(ShadowAnswer.id).where(
+                    ShadowAnswer.exchange_id == task.exchange_id,
+                    ShadowAnswer.release_id == task.release_id,
+                )
+            )
         if done is None:  # not a duplicate: the exchange or release was deleted meanwhile
             return {"skipped": "exchange or release deleted"}
         return {"shadow_answer_id": done, "duplicate": True}

@@ -44,7 +44,13 @@ def normalize_question(text: str) -> str:
 
 
 def create_annotation(
-    session: Session, actor: AuditActor, *, bot_id: str, question: str, answer: str, review_id: str | None,
+    session: Session,
+    actor: AuditActor,
+    *,
+    bot_id: str,
+    question: str,
+    answer: str,
+    review_id: str | None,
     now: datetime | None = None,
 ) -> Annotation:
     """Add an enabled annotation; enabled ones of the bot with the same question are switched off,
@@ -56,13 +62,29 @@ def create_annotation(
     ):
         if normalize_question(older.question) == same:
             _switch(session, actor, older, False, reason="superseded", now=now)
-    row = Annotation(id=new_id("ann"), bot_id=bot_id, question=question.strip(), answer=answer, review_id=review_id,
-                     enabled=True, created_at=now, updated_at=now)
+    row = Annotation(
+        id=new_id("ann"),
+        bot_id=bot_id,
+        question=question.strip(),
+        answer=answer,
+        review_id=review_id,
+        enabled=True,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(row)
     session.flush()
     changed(session, annotations_of(bot_id))
-    audit.record(session, actor, "annotation.create", entity="annotation", entity_id=row.id, bot_id=bot_id,
-                 after=_snapshot(row), at=now)
+    audit.record(
+        session,
+        actor,
+        "annotation.create",
+        entity="annotation",
+        entity_id=row.id,
+        bot_id=bot_id,
+        after=_snapshot(row),
+        at=now,
+    )
     return row
 
 
@@ -82,13 +104,19 @@ def set_enabled(session: Session, actor: Actor, annotation_id: str, enabled: boo
     return row
 
 
-def disable_for_reviews(session: Session, actor: AuditActor, review_ids: Sequence[str]) -> list[Annotation]:
+def disable_for_reviews(
+    session: Session, actor: AuditActor, review_ids: Sequence[str]
+) -> list[Annotation]:
     """Switch off the enabled annotations that came from these reviews (a verdict was replaced)."""
     if not review_ids:
         return []
-    rows = list(session.scalars(
-        select(Annotation).where(Annotation.review_id.in_(review_ids), Annotation.enabled.is_(True))
-    ))
+    rows = list(
+        session.scalars(
+            select(Annotation).where(
+                Annotation.review_id.in_(review_ids), Annotation.enabled.is_(True)
+            )
+        )
+    )
     for row in rows:
         _switch(session, actor, row, False, reason="verdict replaced")
     return rows
@@ -96,8 +124,12 @@ def disable_for_reviews(session: Session, actor: AuditActor, review_ids: Sequenc
 
 def list_annotations(session: Session, bot_id: str, *, limit: int = 200) -> list[Annotation]:
     """The bot's annotations, newest first."""
-    query = (select(Annotation).where(Annotation.bot_id == bot_id)
-             .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(limit))
+    query = (
+        select(Annotation)
+        .where(Annotation.bot_id == bot_id)
+        .order_by(Annotation.created_at.desc(), Annotation.id.desc())
+        .limit(limit)
+    )
     return list(session.scalars(query))
 
 
@@ -105,8 +137,8 @@ def answered_counts(session: Session, bot_id: str) -> dict[str, int]:
     """Annotation id -> client exchanges it answered (from the exchanges themselves, which are
     durable, so the count is right even where `record_hit` was not called)."""
     rows = session.execute(
-        select(Exchange.annotation_id, func.count()).where(Exchange.bot_id == bot_id,
-                                                           Exchange.annotation_id.is_not(None))
+        select(Exchange.annotation_id, func.count())
+        .where(Exchange.bot_id == bot_id, Exchange.annotation_id.is_not(None))
         .group_by(Exchange.annotation_id)
     )
     return {str(annotation_id): int(n) for annotation_id, n in rows}
@@ -117,14 +149,20 @@ def record_hit(session: Session, annotation_id: str) -> None:
     # updated_at is kept as it is: it fingerprints the set of annotations for AnnotationIndex, and a
     # hit must not make every replica reload its vectors.
     session.execute(
-        update(Annotation).where(Annotation.id == annotation_id)
+        update(Annotation)
+        .where(Annotation.id == annotation_id)
         .values(hits=Annotation.hits + 1, updated_at=Annotation.updated_at)
         .execution_options(synchronize_session=False)
     )
 
 
 def _switch(
-    session: Session, actor: AuditActor, row: Annotation, enabled: bool, *, reason: str | None = None,
+    session: Session,
+    actor: AuditActor,
+    row: Annotation,
+    enabled: bool,
+    *,
+    reason: str | None = None,
     now: datetime | None = None,
 ) -> None:
     before = _snapshot(row)
@@ -133,12 +171,25 @@ def _switch(
     session.flush()
     changed(session, annotations_of(row.bot_id))
     after = _snapshot(row) | ({"reason": reason} if reason else {})
-    audit.record(session, actor, "annotation.enable" if enabled else "annotation.disable", entity="annotation",
-                 entity_id=row.id, bot_id=row.bot_id, before=before, after=after)
+    audit.record(
+        session,
+        actor,
+        "annotation.enable" if enabled else "annotation.disable",
+        entity="annotation",
+        entity_id=row.id,
+        bot_id=row.bot_id,
+        before=before,
+        after=after,
+    )
 
 
 def _snapshot(row: Annotation) -> dict[str, object]:
-    return {"question": row.question, "answer": row.answer, "enabled": row.enabled, "review_id": row.review_id}
+    return {
+        "question": row.question,
+        "answer": row.answer,
+        "enabled": row.enabled,
+        "review_id": row.review_id,
+    }
 
 
 @dataclass(frozen=True)
@@ -161,7 +212,11 @@ class AnnotationIndex:
     """
 
     def __init__(
-        self, sessions: sessionmaker[Session], embed: Embed, *, recheck_s: float = 2.0,
+        self,
+        sessions: sessionmaker[Session],
+        embed: Embed,
+        *,
+        recheck_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
@@ -190,7 +245,11 @@ class AnnotationIndex:
         """True when the bot is known (freshly) to have no enabled annotation: callers may then skip
         the thread hop for `match`."""
         entries = self._bots.get(bot_id)
-        return entries is not None and not entries.ids and self._clock() - entries.checked_at < self.recheck_s
+        return (
+            entries is not None
+            and not entries.ids
+            and self._clock() - entries.checked_at < self.recheck_s
+        )
 
     def invalidate(self, bot_id: str | None = None) -> None:
         """Forget the cached annotations of `bot_id` (of every bot when None); the next match reloads."""
@@ -224,27 +283,41 @@ class AnnotationIndex:
     @staticmethod
     def _fingerprint(session: Session, bot_id: str) -> tuple[int, str]:
         count, latest = session.execute(
-            select(func.count(), func.max(Annotation.updated_at))
-            .where(Annotation.bot_id == bot_id, Annotation.enabled.is_(True))
+            select(func.count(), func.max(Annotation.updated_at)).where(
+                Annotation.bot_id == bot_id, Annotation.enabled.is_(True)
+            )
         ).one()
         return int(count), str(latest)
 
-    def _load(self, session: Session, bot_id: str, fingerprint: tuple[int, str], now: float) -> _BotVectors:
+    def _load(
+        self, session: Session, bot_id: str, fingerprint: tuple[int, str], now: float
+    ) -> _BotVectors:
         rows = session.execute(
             select(Annotation.id, Annotation.question, Annotation.answer)
             .where(Annotation.bot_id == bot_id, Annotation.enabled.is_(True))
             .order_by(Annotation.created_at.desc(), Annotation.id.desc())
         ).all()
         known = self._vectors.get(bot_id, {})
-        vectors = {(r.id, r.question): known[(r.id, r.question)] for r in rows if (r.id, r.question) in known}
+        vectors = {
+            (r.id, r.question): known[(r.id, r.question)]
+            for r in rows
+            if (r.id, r.question) in known
+        }
         missing = [(r.id, r.question) for r in rows if (r.id, r.question) not in vectors]
         if missing:
             for key, vector in zip(missing, self._embed([q for _, q in missing]), strict=True):
                 vectors[key] = _unit(vector)
-        self._vectors[bot_id] = vectors  # only this bot's loader (holding its lock) writes this entry
-        matrix = (np.stack([vectors[(r.id, r.question)] for r in rows]) if rows
-                  else np.zeros((0, 0), dtype=np.float32))
-        return _BotVectors(fingerprint, now, tuple(r.id for r in rows), tuple(r.answer for r in rows), matrix)
+        self._vectors[bot_id] = (
+            vectors  # only this bot's loader (holding its lock) writes this entry
+        )
+        matrix = (
+            np.stack([vectors[(r.id, r.question)] for r in rows])
+            if rows
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        return _BotVectors(
+            fingerprint, now, tuple(r.id for r in rows), tuple(r.answer for r in rows), matrix
+        )
 
 
 def _unit(vector: Sequence[float]) -> np.ndarray:

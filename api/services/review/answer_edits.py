@@ -35,8 +35,12 @@ def word_diff(original: str, revised: str) -> list[DiffSpan]:
     # "Kestrel support", not two separate word swaps).
     for k in range(1, len(opcodes) - 1):
         tag, i1, i2, j1, j2 = opcodes[k]
-        if tag == "equal" and not "".join(a[i1:i2]).strip() and opcodes[k - 1][0] != "equal" \
-                and opcodes[k + 1][0] != "equal":
+        if (
+            tag == "equal"
+            and not "".join(a[i1:i2]).strip()
+            and opcodes[k - 1][0] != "equal"
+            and opcodes[k + 1][0] != "equal"
+        ):
             opcodes[k] = ("replace", i1, i2, j1, j2)
     spans: list[DiffSpan] = []
     deleted: list[str] = []

@@ -32,7 +32,13 @@ from api.runtime import Runtime
 from api.services.bots.policy import BotPolicy, policy_of
 
 # Priority = sum of the weights of the reasons, plus how far past its threshold each one is.
-WEIGHTS = {"thumbs_down": 4.0, "disagreement": 2.0, "low_retrieval": 2.0, "novel": 1.0, "sampled": 0.0}
+WEIGHTS = {
+    "thumbs_down": 4.0,
+    "disagreement": 2.0,
+    "low_retrieval": 2.0,
+    "novel": 1.0,
+    "sampled": 0.0,
+}
 REVIEWED = ("approved", "corrected", "rejected")
 # Questions compared against per decision: the most recent ones keep the cost flat as the queue grows.
 RECENT_LIMIT = 500
@@ -60,7 +66,11 @@ def question_of(messages: list[dict[str, Any]]) -> str:
 
 def top_retrieval_score(exchange: Exchange) -> float | None:
     """The best passage score; 0 when retrieval ran and found nothing; None when it did not run."""
-    scores = [float(p["score"]) for p in exchange.passages or [] if isinstance(p.get("score"), (int, float))]
+    scores = [
+        float(p["score"])
+        for p in exchange.passages or []
+        if isinstance(p.get("score"), (int, float))
+    ]
     if scores:
         return max(scores)
     return 0.0 if "no_passages" in (exchange.flags or []) else None
@@ -91,10 +101,15 @@ def enqueue_review(
     Idempotent per (exchange, release): a second call returns the existing item, adding priority
     reasons that appeared since (a thumbs-down that came after the answer) while it is pending.
     """
-    reasons = _priority_reasons(session, bot_id, question, answer, live_answer, top_retrieval_score,
-                                thumbs_down, policy)
-    existing = session.scalar(select(ReviewItem).where(
-        ReviewItem.exchange_id == exchange_id, ReviewItem.release_id.is_not_distinct_from(release_id)))
+    reasons = _priority_reasons(
+        session, bot_id, question, answer, live_answer, top_retrieval_score, thumbs_down, policy
+    )
+    existing = session.scalar(
+        select(ReviewItem).where(
+            ReviewItem.exchange_id == exchange_id,
+            ReviewItem.release_id.is_not_distinct_from(release_id),
+        )
+    )
     if existing is not None:
         if existing.status == "pending":
             merged = dict.fromkeys([*existing.reasons, *reasons])
@@ -107,8 +122,14 @@ def enqueue_review(
     if not reasons:
         return None
     item = ReviewItem(
-        id=new_id("rvw"), bot_id=bot_id, exchange_id=exchange_id, release_id=release_id,
-        shadow_answer_id=shadow_answer_id, status="pending", priority=_priority(reasons), reasons=list(reasons),
+        id=new_id("rvw"),
+        bot_id=bot_id,
+        exchange_id=exchange_id,
+        release_id=release_id,
+        shadow_answer_id=shadow_answer_id,
+        status="pending",
+        priority=_priority(reasons),
+        reasons=list(reasons),
         group_key=_group_key(session, bot_id, release_id, question, policy.group_similarity),
     )
     session.add(item)
@@ -117,8 +138,14 @@ def enqueue_review(
 
 
 def _priority_reasons(
-    session: Session, bot_id: str, question: str, answer: str, live_answer: str | None,
-    top_score: float | None, thumbs_down: bool, policy: BotPolicy,
+    session: Session,
+    bot_id: str,
+    question: str,
+    answer: str,
+    live_answer: str | None,
+    top_score: float | None,
+    thumbs_down: bool,
+    policy: BotPolicy,
 ) -> dict[str, float]:
     """Each priority reason that applies, with how far past its threshold the answer is (0..1)."""
     reasons: dict[str, float] = {}
@@ -130,7 +157,9 @@ def _priority_reasons(
             reasons["disagreement"] = distance - policy.disagreement_distance
     if top_score is not None and top_score < policy.low_retrieval_score:
         reasons["low_retrieval"] = policy.low_retrieval_score - top_score
-    similarity = _best_match(normalise(question), _reviewed_questions(session, bot_id), fuzz.token_set_ratio)[1]
+    similarity = _best_match(
+        normalise(question), _reviewed_questions(session, bot_id), fuzz.token_set_ratio
+    )[1]
     if similarity < policy.novelty_similarity:
         reasons["novel"] = policy.novelty_similarity - similarity
     return reasons
@@ -142,23 +171,35 @@ def _priority(reasons: dict[str, float]) -> float:
 
 def _reviewed_questions(session: Session, bot_id: str) -> list[str]:
     rows = session.scalars(
-        select(Exchange.messages).join(ReviewItem, ReviewItem.exchange_id == Exchange.id)
+        select(Exchange.messages)
+        .join(ReviewItem, ReviewItem.exchange_id == Exchange.id)
         .where(ReviewItem.bot_id == bot_id, ReviewItem.status.in_(REVIEWED))
-        .order_by(ReviewItem.updated_at.desc()).limit(RECENT_LIMIT)
+        .order_by(ReviewItem.updated_at.desc())
+        .limit(RECENT_LIMIT)
     )
     return [normalise(question_of(m)) for m in rows]
 
 
-def _group_key(session: Session, bot_id: str, release_id: str | None, question: str, similarity: float) -> str:
+def _group_key(
+    session: Session, bot_id: str, release_id: str | None, question: str, similarity: float
+) -> str:
     """The group of a pending item of the same release with a near-identical question, else a new one."""
     pending = session.execute(
-        select(ReviewItem.group_key, Exchange.messages).join(Exchange, ReviewItem.exchange_id == Exchange.id)
-        .where(ReviewItem.bot_id == bot_id, ReviewItem.status == "pending",
-               ReviewItem.release_id.is_not_distinct_from(release_id), ReviewItem.group_key.is_not(None))
-        .order_by(ReviewItem.created_at.desc()).limit(RECENT_LIMIT)
+        select(ReviewItem.group_key, Exchange.messages)
+        .join(Exchange, ReviewItem.exchange_id == Exchange.id)
+        .where(
+            ReviewItem.bot_id == bot_id,
+            ReviewItem.status == "pending",
+            ReviewItem.release_id.is_not_distinct_from(release_id),
+            ReviewItem.group_key.is_not(None),
+        )
+        .order_by(ReviewItem.created_at.desc())
+        .limit(RECENT_LIMIT)
     ).all()
     text = normalise(question)
-    index, score = _best_match(text, [normalise(question_of(m)) for _, m in pending], fuzz.token_sort_ratio)
+    index, score = _best_match(
+        text, [normalise(question_of(m)) for _, m in pending], fuzz.token_sort_ratio
+    )
     if index is not None and score >= similarity:
         return str(pending[index][0])
     return new_id("grp")  # a new group, never one already reviewed
@@ -191,12 +232,23 @@ def review_live_answer(sessions: sessionmaker[Session], exchange_id: str) -> dic
         bot = session.get(Bot, exchange.bot_id)
         assert bot is not None  # the exchange goes with its bot
         item = enqueue_review(
-            session, bot_id=bot.id, exchange_id=exchange.id, release_id=exchange.release_id, shadow_answer_id=None,
-            question=question_of(exchange.messages), answer=exchange.answer, live_answer=None,
-            top_retrieval_score=top_retrieval_score(exchange), thumbs_down=exchange.feedback == -1,
-            policy=policy_of(bot.policy), rng=_rng,
+            session,
+            bot_id=bot.id,
+            exchange_id=exchange.id,
+            release_id=exchange.release_id,
+            shadow_answer_id=None,
+            question=question_of(exchange.messages),
+            answer=exchange.answer,
+            live_answer=None,
+            top_retrieval_score=top_retrieval_score(exchange),
+            thumbs_down=exchange.feedback == -1,
+            policy=policy_of(bot.policy),
+            rng=_rng,
         )
-        return {"review_item_id": item.id if item else None, "reasons": list(item.reasons) if item else []}
+        return {
+            "review_item_id": item.id if item else None,
+            "reasons": list(item.reasons) if item else [],
+        }
 
 
 def live_answer_to_compare(session: Session, exchange: Exchange) -> str | None:

@@ -31,8 +31,13 @@ from api.services.bots.policy import BotPolicy, policy_of
 from api.services.review.queue import aware
 from api.unit_of_work import ACCESS, annotations_of, changed
 
-THRESHOLD_FIELDS = ("min_reviews", "promote_threshold", "retrain_threshold", "annotations_enabled",
-                    "annotation_similarity")
+THRESHOLD_FIELDS = (
+    "min_reviews",
+    "promote_threshold",
+    "retrain_threshold",
+    "annotations_enabled",
+    "annotation_similarity",
+)
 
 
 @dataclass
@@ -68,10 +73,16 @@ class Tally:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "reviewed": self.reviewed, "approved": self.approved, "corrected": self.corrected,
-            "rejected": self.rejected, "skipped": self.skipped, "approved_share": self.share("approved"),
-            "corrected_share": self.share("corrected"), "rejected_share": self.share("rejected"),
-            "modified_share": self.modified_share, "mean_edit_distance": self.mean_edit_distance,
+            "reviewed": self.reviewed,
+            "approved": self.approved,
+            "corrected": self.corrected,
+            "rejected": self.rejected,
+            "skipped": self.skipped,
+            "approved_share": self.share("approved"),
+            "corrected_share": self.share("corrected"),
+            "rejected_share": self.share("rejected"),
+            "modified_share": self.modified_share,
+            "mean_edit_distance": self.mean_edit_distance,
         }
 
 
@@ -112,16 +123,23 @@ def decide(tally: Tally, policy: BotPolicy, *, live: bool = False) -> Decision:
     """What the thresholds say about a release with this tally."""
     share = tally.modified_share
     if tally.reviewed < policy.min_reviews or share is None:
-        return Decision("collecting", f"{tally.reviewed} of {policy.min_reviews} reviews needed for a decision")
+        return Decision(
+            "collecting", f"{tally.reviewed} of {policy.min_reviews} reviews needed for a decision"
+        )
     pct = f"{share:.0%} modified"
     if share <= policy.promote_threshold:
         return Decision("keep" if live else "promote", f"{pct} ≤ {policy.promote_threshold:.0%}")
     if share <= policy.retrain_threshold:
-        return Decision("retrain", f"{pct}: above {policy.promote_threshold:.0%}, ≤ {policy.retrain_threshold:.0%}")
+        return Decision(
+            "retrain",
+            f"{pct}: above {policy.promote_threshold:.0%}, ≤ {policy.retrain_threshold:.0%}",
+        )
     return Decision("redo", f"{pct} > {policy.retrain_threshold:.0%}")
 
 
-def bot_metrics(session: Session, actor: Actor, bot: Bot, *, days: int = 30, now: datetime | None = None) -> BotMetrics:
+def bot_metrics(
+    session: Session, actor: Actor, bot: Bot, *, days: int = 30, now: datetime | None = None
+) -> BotMetrics:
     """Per-release tallies, daily series over the last `days` days, decisions and annotation use."""
     require_bot(actor, bot)
     if not 1 <= days <= 366:
@@ -131,8 +149,15 @@ def bot_metrics(session: Session, actor: Actor, bot: Bot, *, days: int = 30, now
     policy = policy_of(bot.policy)
     latest: dict[str, tuple[str | None, str, float | None, datetime]] = {}
     for item_id, release_id, verdict, distance, created in session.execute(
-        select(Review.item_id, Review.release_id, Review.verdict, Review.edit_distance, Review.created_at)
-        .where(Review.bot_id == bot.id).order_by(Review.created_at, Review.id)
+        select(
+            Review.item_id,
+            Review.release_id,
+            Review.verdict,
+            Review.edit_distance,
+            Review.created_at,
+        )
+        .where(Review.bot_id == bot.id)
+        .order_by(Review.created_at, Review.id)
     ):
         latest[item_id] = (release_id, verdict, distance, aware(created))
     tallies: dict[str | None, Tally] = {}
@@ -140,30 +165,56 @@ def bot_metrics(session: Session, actor: Actor, bot: Bot, *, days: int = 30, now
     for release_id, verdict, distance, created in latest.values():
         tallies.setdefault(release_id, Tally()).add(verdict, distance)
         if created.date() >= start:
-            series.setdefault(release_id, {}).setdefault(created.date(), Tally()).add(verdict, distance)
+            series.setdefault(release_id, {}).setdefault(created.date(), Tally()).add(
+                verdict, distance
+            )
     shown = session.scalars(
-        select(Release).where(Release.bot_id == bot.id, or_(
-            Release.id.in_([r for r in tallies if r]), Release.candidate.is_(True), Release.id == bot.live_release_id,
-        ))
+        select(Release).where(
+            Release.bot_id == bot.id,
+            or_(
+                Release.id.in_([r for r in tallies if r]),
+                Release.candidate.is_(True),
+                Release.id == bot.live_release_id,
+            ),
+        )
     ).all()
     releases = [
         ReleaseMetrics(
-            release=r, live=r.id == bot.live_release_id, tally=tallies.get(r.id, Tally()),
+            release=r,
+            live=r.id == bot.live_release_id,
+            tally=tallies.get(r.id, Tally()),
             decision=decide(tallies.get(r.id, Tally()), policy, live=r.id == bot.live_release_id),
-            series=[DayPoint(start + timedelta(days=i), series.get(r.id, {}).get(start + timedelta(days=i), Tally()))
-                    for i in range(days)],
+            series=[
+                DayPoint(
+                    start + timedelta(days=i),
+                    series.get(r.id, {}).get(start + timedelta(days=i), Tally()),
+                )
+                for i in range(days)
+            ],
         )
-        for r in sorted(shown, key=lambda r: (not r.candidate, r.id != bot.live_release_id, -r.version))
+        for r in sorted(
+            shown, key=lambda r: (not r.candidate, r.id != bot.live_release_id, -r.version)
+        )
     ]
-    hits = select(func.count()).select_from(Exchange).where(Exchange.bot_id == bot.id,
-                                                             Exchange.annotation_id.is_not(None))
+    hits = (
+        select(func.count())
+        .select_from(Exchange)
+        .where(Exchange.bot_id == bot.id, Exchange.annotation_id.is_not(None))
+    )
     window_start = datetime.combine(start, datetime.min.time(), tzinfo=now.tzinfo)
     enabled, total = session.execute(
-        select(func.count().filter(Annotation.enabled.is_(True)), func.count()).where(Annotation.bot_id == bot.id)
+        select(func.count().filter(Annotation.enabled.is_(True)), func.count()).where(
+            Annotation.bot_id == bot.id
+        )
     ).one()
     return BotMetrics(
-        bot=bot, policy=policy, days=days, releases=releases, annotations_enabled=int(enabled or 0),
-        annotations_total=int(total or 0), annotation_hits=session.scalar(hits) or 0,
+        bot=bot,
+        policy=policy,
+        days=days,
+        releases=releases,
+        annotations_enabled=int(enabled or 0),
+        annotations_total=int(total or 0),
+        annotation_hits=session.scalar(hits) or 0,
         annotation_hits_window=session.scalar(hits.where(Exchange.created_at >= window_start)) or 0,
     )
 
@@ -178,24 +229,41 @@ class ThresholdUpdate(BaseModel):
     annotation_similarity: float | None = Field(None, ge=0.0, le=1.0)
 
 
-def update_thresholds(session: Session, actor: Actor, bot: Bot, changes: ThresholdUpdate) -> BotPolicy:
+def update_thresholds(
+    session: Session, actor: Actor, bot: Bot, changes: ThresholdUpdate
+) -> BotPolicy:
     """Change the bot's thresholds (admins only; audited); the policy's other fields are kept."""
     require_admin(actor)
     current = policy_of(bot.policy)
     updated = current.model_copy(update=changes.model_dump(exclude_none=True))
     if updated.promote_threshold > updated.retrain_threshold:
-        raise InvalidRequest("promote_threshold must not exceed retrain_threshold.", param="promote_threshold")
+        raise InvalidRequest(
+            "promote_threshold must not exceed retrain_threshold.", param="promote_threshold"
+        )
     bot.policy = {**(bot.policy or {}), **changes.model_dump(exclude_none=True)}
     session.flush()
     changed(session, ACCESS, annotations_of(bot.id))
-    audit.record(session, actor, "bot.thresholds", entity="bot", entity_id=bot.id, bot_id=bot.id,
-                 before={k: getattr(current, k) for k in THRESHOLD_FIELDS},
-                 after={k: getattr(updated, k) for k in THRESHOLD_FIELDS})
+    audit.record(
+        session,
+        actor,
+        "bot.thresholds",
+        entity="bot",
+        entity_id=bot.id,
+        bot_id=bot.id,
+        before={k: getattr(current, k) for k in THRESHOLD_FIELDS},
+        after={k: getattr(updated, k) for k in THRESHOLD_FIELDS},
+    )
     return updated
 
 
 def thresholds(policy: BotPolicy) -> dict[str, Any]:
     """The threshold fields of a policy, with their defaults and descriptions."""
     fields = BotPolicy.model_fields
-    return {k: {"value": getattr(policy, k), "default": fields[k].default, "description": fields[k].description}
-            for k in THRESHOLD_FIELDS}
+    return {
+        k: {
+            "value": getattr(policy, k),
+            "default": fields[k].default,
+            "description": fields[k].description,
+        }
+        for k in THRESHOLD_FIELDS
+    }

@@ -44,7 +44,12 @@ class QueueFilter:
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (what links between pages carry along)."""
-        pairs = {"bot": self.bot_id, "status": self.status, "reason": self.reason, "release": self.release_id}
+        pairs = {
+            "bot": self.bot_id,
+            "status": self.status,
+            "reason": self.reason,
+            "release": self.release_id,
+        }
         return {k: v for k, v in pairs.items() if v}
 
 
@@ -77,7 +82,12 @@ class QueuePage:
 
 
 def resolve_filter(
-    session: Session, actor: Actor, *, bot: str | None, status: str = "pending", reason: str | None = None,
+    session: Session,
+    actor: Actor,
+    *,
+    bot: str | None,
+    status: str = "pending",
+    reason: str | None = None,
     release: str | None = None,
 ) -> tuple[QueueFilter, Bot | None]:
     """A queue filter from what people type (the bot by slug; empty values mean "any"), checked
@@ -112,8 +122,13 @@ def scope_clause(session: Session, actor: Actor, flt: QueueFilter) -> ColumnElem
 
 def _reason_clause(reason: str) -> ColumnElement[bool]:
     if reason in REJECT_REASONS:
-        latest = (select(Review.reason).where(Review.item_id == ReviewItem.id)
-                  .order_by(Review.created_at.desc(), Review.id.desc()).limit(1).scalar_subquery())
+        latest = (
+            select(Review.reason)
+            .where(Review.item_id == ReviewItem.id)
+            .order_by(Review.created_at.desc(), Review.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         return and_(ReviewItem.status == "rejected", latest == reason)
     # `reasons` is a JSON list of plain words, so its text holds `"word"` exactly when the list does
     # (LIKE's own wildcards are escaped); portable across SQLite and PostgreSQL JSON.
@@ -133,7 +148,12 @@ def _order(status: str) -> tuple[Any, ...]:
 
 
 def list_queue(
-    session: Session, actor: Actor, flt: QueueFilter, *, limit: int = 50, offset: int = 0,
+    session: Session,
+    actor: Actor,
+    flt: QueueFilter,
+    *,
+    limit: int = 50,
+    offset: int = 0,
     now: datetime | None = None,
 ) -> QueuePage:
     """One page of the queue: each group once (its representative and size), plus counts by status."""
@@ -151,13 +171,18 @@ def list_queue(
         .outerjoin(ShadowAnswer, ShadowAnswer.id == ReviewItem.shadow_answer_id)
         .where(ranked.c.rank == 1)
         .order_by(*_order(flt.status))
-        .limit(limit).offset(offset)
+        .limit(limit)
+        .offset(offset)
     ).all()
     holders = lock_holders(session, [r[0] for r in rows], now)
     entries = [
         QueueEntry(
-            item=item, bot_slug=slug, release_version=version, question=last_question(exchange.messages),
-            answer=shadow_answer if item.shadow_answer_id else exchange.answer, group_size=size,
+            item=item,
+            bot_slug=slug,
+            release_version=version,
+            question=last_question(exchange.messages),
+            answer=shadow_answer if item.shadow_answer_id else exchange.answer,
+            group_size=size,
             lock=lock_info(item, holders, actor, now),
         )
         for item, size, slug, version, exchange, shadow_answer in rows
@@ -171,7 +196,9 @@ def representatives(scope: ColumnElement[bool], status: str) -> Any:
     return (
         select(
             ReviewItem.id.label("id"),
-            func.row_number().over(partition_by=partition, order_by=_order("pending")).label("rank"),
+            func.row_number()
+            .over(partition_by=partition, order_by=_order("pending"))
+            .label("rank"),
             func.count().over(partition_by=partition).label("size"),
         )
         .where(scope, ReviewItem.status == status)
@@ -183,8 +210,13 @@ def ordered_ids(session: Session, actor: Actor, flt: QueueFilter, *, limit: int 
     """The representatives' ids in queue order (for next / previous)."""
     flt = flt.validated()
     ranked = representatives(scope_clause(session, actor, flt), flt.status)
-    query = (select(ReviewItem.id).join(ranked, ranked.c.id == ReviewItem.id).where(ranked.c.rank == 1)
-             .order_by(*_order(flt.status)).limit(limit))
+    query = (
+        select(ReviewItem.id)
+        .join(ranked, ranked.c.id == ReviewItem.id)
+        .where(ranked.c.rank == 1)
+        .order_by(*_order(flt.status))
+        .limit(limit)
+    )
     return list(session.scalars(query))
 
 
@@ -197,14 +229,23 @@ def unlocked_pending_ids(
     member = aliased(ReviewItem)
     held = exists().where(
         member.bot_id == ReviewItem.bot_id,
-        or_(member.release_id == ReviewItem.release_id,
-            and_(member.release_id.is_(None), ReviewItem.release_id.is_(None))),
+        or_(
+            member.release_id == ReviewItem.release_id,
+            and_(member.release_id.is_(None), ReviewItem.release_id.is_(None)),
+        ),
         func.coalesce(member.group_key, member.id) == group_expr(),
         member.status == "pending",
-        member.locked_by.is_not(None), member.locked_by != actor.id, member.locked_until > now,
+        member.locked_by.is_not(None),
+        member.locked_by != actor.id,
+        member.locked_until > now,
     )
-    query = (select(ReviewItem.id).join(ranked, ranked.c.id == ReviewItem.id)
-             .where(ranked.c.rank == 1, ~held).order_by(*_order("pending")).limit(limit))
+    query = (
+        select(ReviewItem.id)
+        .join(ranked, ranked.c.id == ReviewItem.id)
+        .where(ranked.c.rank == 1, ~held)
+        .order_by(*_order("pending"))
+        .limit(limit)
+    )
     return list(session.scalars(query))
 
 
@@ -212,7 +253,9 @@ def count_by_status(session: Session, scope: ColumnElement[bool]) -> dict[str, t
     """status -> (items, groups) within `scope`."""
     group = func.coalesce(ReviewItem.release_id, "") + ":" + group_expr()
     rows = session.execute(
-        select(ReviewItem.status, func.count(), func.count(group.distinct())).where(scope).group_by(ReviewItem.status)
+        select(ReviewItem.status, func.count(), func.count(group.distinct()))
+        .where(scope)
+        .group_by(ReviewItem.status)
     ).all()
     counts = {status: (0, 0) for status in STATUSES}
     counts.update({status: (int(items), int(groups)) for status, items, groups in rows})
@@ -221,17 +264,28 @@ def count_by_status(session: Session, scope: ColumnElement[bool]) -> dict[str, t
 
 def lock_holders(session: Session, items: list[ReviewItem], now: datetime) -> dict[str, str]:
     """Holder id -> label for the live locks among `items`."""
-    ids = {i.locked_by for i in items if i.locked_by and i.locked_until and aware(i.locked_until) > now}
+    ids = {
+        i.locked_by for i in items if i.locked_by and i.locked_until and aware(i.locked_until) > now
+    }
     if not ids:
         return {}
-    emails = {i: e for i, e in session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids)))}
+    emails = {
+        i: e
+        for i, e in session.execute(
+            select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids))
+        )
+    }
     return {i: emails.get(i, "API client") for i in ids}
 
 
-def lock_info(item: ReviewItem, holders: dict[str, str], actor: Actor, now: datetime) -> LockInfo | None:
+def lock_info(
+    item: ReviewItem, holders: dict[str, str], actor: Actor, now: datetime
+) -> LockInfo | None:
     if not item.locked_by or item.locked_until is None or aware(item.locked_until) <= now:
         return None
-    return LockInfo(holders.get(item.locked_by, "someone"), aware(item.locked_until), item.locked_by == actor.id)
+    return LockInfo(
+        holders.get(item.locked_by, "someone"), aware(item.locked_until), item.locked_by == actor.id
+    )
 
 
 def last_question(messages: list[dict[str, Any]]) -> str:

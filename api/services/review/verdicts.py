@@ -77,12 +77,18 @@ class Verdict:
         if self.verdict == "corrected":
             text = (self.corrected_text or "").strip()
             if not text:
-                raise InvalidRequest("A correction needs the corrected answer.", param="corrected_text")
+                raise InvalidRequest(
+                    "A correction needs the corrected answer.", param="corrected_text"
+                )
             if len(text) > MAX_CORRECTION_CHARS:
-                raise InvalidRequest(f"The corrected answer is over {MAX_CORRECTION_CHARS} characters.",
-                                     param="corrected_text")
+                raise InvalidRequest(
+                    f"The corrected answer is over {MAX_CORRECTION_CHARS} characters.",
+                    param="corrected_text",
+                )
         if self.verdict == "rejected" and self.reason not in REJECT_REASONS:
-            raise InvalidRequest(f"A rejection needs a reason: {', '.join(REJECT_REASONS)}.", param="reason")
+            raise InvalidRequest(
+                f"A rejection needs a reason: {', '.join(REJECT_REASONS)}.", param="reason"
+            )
         if len(self.comment) > 2_000:
             raise InvalidRequest("The comment is over 2000 characters.", param="comment")
         return self
@@ -132,7 +138,9 @@ class Outcome:
     annotation: Annotation | None
 
 
-def visible_item(session: Session, actor: Actor, item_id: str, *, for_update: bool = False) -> ReviewItem:
+def visible_item(
+    session: Session, actor: Actor, item_id: str, *, for_update: bool = False
+) -> ReviewItem:
     """The item, or NotFound: also for items of bots `actor` does not review (their existence is
     nobody else's business)."""
     query = select(ReviewItem).where(ReviewItem.id == item_id)
@@ -142,7 +150,9 @@ def visible_item(session: Session, actor: Actor, item_id: str, *, for_update: bo
     return item
 
 
-def get_item(session: Session, actor: Actor, item_id: str, *, now: datetime | None = None) -> ItemDetail:
+def get_item(
+    session: Session, actor: Actor, item_id: str, *, now: datetime | None = None
+) -> ItemDetail:
     """Everything the review page shows for an item."""
     now = now or utcnow()
     item = visible_item(session, actor, item_id)
@@ -150,30 +160,56 @@ def get_item(session: Session, actor: Actor, item_id: str, *, now: datetime | No
     bot = session.get(Bot, item.bot_id)
     assert exchange is not None and bot is not None  # foreign keys
     shadows = session.execute(
-        select(ShadowAnswer, Release).outerjoin(Release, Release.id == ShadowAnswer.release_id)
-        .where(ShadowAnswer.exchange_id == exchange.id).order_by(Release.version)
+        select(ShadowAnswer, Release)
+        .outerjoin(Release, Release.id == ShadowAnswer.release_id)
+        .where(ShadowAnswer.exchange_id == exchange.id)
+        .order_by(Release.version)
     ).all()
     candidates = [
-        CandidateAnswer(s.release_id, r.version if r else None, r.adapter if r else None, s.answer, s.status,
-                        s.latency_ms, s.id == item.shadow_answer_id)
+        CandidateAnswer(
+            s.release_id,
+            r.version if r else None,
+            r.adapter if r else None,
+            s.answer,
+            s.status,
+            s.latency_ms,
+            s.id == item.shadow_answer_id,
+        )
         for s, r in shadows
     ]
-    reviews = list(session.scalars(
-        select(Review).where(Review.item_id == item.id).order_by(Review.created_at.desc(), Review.id.desc())
-    ))
+    reviews = list(
+        session.scalars(
+            select(Review)
+            .where(Review.item_id == item.id)
+            .order_by(Review.created_at.desc(), Review.id.desc())
+        )
+    )
     members = _group(session, item)
     staff_ids = {r.reviewer_id for r in reviews if r.reviewer_id}
-    reviewers = {i: e for i, e in session.execute(
-        select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(staff_ids))
-    )} if staff_ids else {}
+    reviewers = (
+        {
+            i: e
+            for i, e in session.execute(
+                select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(staff_ids))
+            )
+        }
+        if staff_ids
+        else {}
+    )
     return ItemDetail(
-        item=item, bot=bot, exchange=exchange, question=last_question(exchange.messages),
+        item=item,
+        bot=bot,
+        exchange=exchange,
+        question=last_question(exchange.messages),
         reviewed_answer=reviewed_answer(session, item, exchange),
         release=session.get(Release, item.release_id) if item.release_id else None,
         live_release=session.get(Release, exchange.release_id) if exchange.release_id else None,
-        candidates=candidates, reviews=reviews, group_size=len(members),
+        candidates=candidates,
+        reviews=reviews,
+        group_size=len(members),
         lock=lock_info(item, lock_holders(session, [item], now), actor, now),
-        history=audit.history(session, "review_item", item.id), reviewers=reviewers,
+        history=audit.history(session, "review_item", item.id),
+        reviewers=reviewers,
     )
 
 
@@ -221,7 +257,9 @@ def lock_next(
     return None
 
 
-def act(session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: datetime | None = None) -> Outcome:
+def act(
+    session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: datetime | None = None
+) -> Outcome:
     """Record `verdict` on the item (and by default its pending group); see the module docstring."""
     verdict = verdict.validated()
     now = now or utcnow()
@@ -236,14 +274,28 @@ def act(session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: 
         corrected = (verdict.corrected_text or "").strip()
         if corrected == original.strip():  # "edited" back to the same text: an approval
             kind, corrected = "approved", None
-    distance = 0.0 if kind == "approved" else edit_distance(original, corrected) if corrected is not None else None
+    distance = (
+        0.0
+        if kind == "approved"
+        else edit_distance(original, corrected)
+        if corrected is not None
+        else None
+    )
     earlier = list(session.scalars(select(Review.id).where(Review.item_id == item.id)))
     before = _item_state(session, item)
     review = Review(
-        id=new_id("rev"), item_id=item.id, bot_id=item.bot_id, release_id=item.release_id,
-        reviewer_id=actor.staff_user_id, verdict=kind, original_text=original, corrected_text=corrected,
-        reason=verdict.reason if kind == "rejected" else None, comment=verdict.comment.strip(),
-        edit_distance=distance, created_at=now,
+        id=new_id("rev"),
+        item_id=item.id,
+        bot_id=item.bot_id,
+        release_id=item.release_id,
+        reviewer_id=actor.staff_user_id,
+        verdict=kind,
+        original_text=original,
+        corrected_text=corrected,
+        reason=verdict.reason if kind == "rejected" else None,
+        comment=verdict.comment.strip(),
+        edit_distance=distance,
+        created_at=now,
     )
     session.add(review)
     item.status = kind
@@ -255,22 +307,43 @@ def act(session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: 
     answers_clients = kind in ("approved", "corrected") and _single_question(exchange)
     if answers_clients and _usable_answer(session, item, exchange, corrected):
         annotation = annotation_service.create_annotation(
-            session, actor, bot_id=item.bot_id, question=last_question(exchange.messages),
-            answer=corrected if corrected is not None else original, review_id=review.id, now=now,
+            session,
+            actor,
+            bot_id=item.bot_id,
+            question=last_question(exchange.messages),
+            answer=corrected if corrected is not None else original,
+            review_id=review.id,
+            now=now,
         )
     after = _item_state(session, item) | {"annotation_id": annotation.id if annotation else None}
-    audit.record(session, actor, f"review.{kind}", entity="review_item", entity_id=item.id, bot_id=item.bot_id,
-                 before=before, after=after, at=now)
+    audit.record(
+        session,
+        actor,
+        f"review.{kind}",
+        entity="review_item",
+        entity_id=item.id,
+        bot_id=item.bot_id,
+        before=before,
+        after=after,
+        at=now,
+    )
 
     settled = []
     if verdict.apply_to_group and item.group_key is not None:
-        settled = _settle_group(session, actor, item, [m for m in members if m.id != item.id], review, now)
+        settled = _settle_group(
+            session, actor, item, [m for m in members if m.id != item.id], review, now
+        )
     _set_lock(session, [item.id, *settled], None, None)
     return Outcome(review, item, settled, annotation)
 
 
 def _settle_group(
-    session: Session, actor: Actor, item: ReviewItem, others: list[ReviewItem], review: Review, now: datetime
+    session: Session,
+    actor: Actor,
+    item: ReviewItem,
+    others: list[ReviewItem],
+    review: Review,
+    now: datetime,
 ) -> list[str]:
     settled = []
     for member in others:
@@ -280,20 +353,32 @@ def _settle_group(
         member.status = item.status
         member.updated_at = now
         settled.append(member.id)
-        audit.record(session, actor, f"review.group_{item.status}", entity="review_item", entity_id=member.id,
-                     bot_id=member.bot_id, before=before,
-                     after={"status": member.status, "settled_with": item.id, "review_id": review.id}, at=now)
+        audit.record(
+            session,
+            actor,
+            f"review.group_{item.status}",
+            entity="review_item",
+            entity_id=member.id,
+            bot_id=member.bot_id,
+            before=before,
+            after={"status": member.status, "settled_with": item.id, "review_id": review.id},
+            at=now,
+        )
     session.flush()
     return settled
 
 
-def _usable_answer(session: Session, item: ReviewItem, exchange: Exchange, corrected: str | None) -> bool:
+def _usable_answer(
+    session: Session, item: ReviewItem, exchange: Exchange, corrected: str | None
+) -> bool:
     """Whether the verdict's answer may answer clients: a correction, or an approved answer that was
     generated to the end (never an empty or cut-off one)."""
     if corrected is not None:
         return True
     shadow = session.get(ShadowAnswer, item.shadow_answer_id) if item.shadow_answer_id else None
-    status, text = (shadow.status, shadow.answer) if shadow is not None else (exchange.status, exchange.answer)
+    status, text = (
+        (shadow.status, shadow.answer) if shadow is not None else (exchange.status, exchange.answer)
+    )
     return status in ("completed", "refused") and bool(text.strip())
 
 
@@ -304,10 +389,17 @@ def _single_question(exchange: Exchange) -> bool:
 
 
 def _group_clause(item: ReviewItem) -> ColumnElement[bool]:
-    release = (ReviewItem.release_id.is_(None) if item.release_id is None
-               else ReviewItem.release_id == item.release_id)
-    return and_(ReviewItem.bot_id == item.bot_id, release, ReviewItem.group_key == item.group_key,
-                ReviewItem.status == "pending")
+    release = (
+        ReviewItem.release_id.is_(None)
+        if item.release_id is None
+        else ReviewItem.release_id == item.release_id
+    )
+    return and_(
+        ReviewItem.bot_id == item.bot_id,
+        release,
+        ReviewItem.group_key == item.group_key,
+        ReviewItem.status == "pending",
+    )
 
 
 def _group(session: Session, item: ReviewItem, *, for_update: bool = False) -> list[ReviewItem]:
@@ -319,13 +411,21 @@ def _group(session: Session, item: ReviewItem, *, for_update: bool = False) -> l
     return members if any(m.id == item.id for m in members) else [item, *members]
 
 
-def _refuse_if_held(session: Session, actor: Actor, members: list[ReviewItem], now: datetime) -> None:
+def _refuse_if_held(
+    session: Session, actor: Actor, members: list[ReviewItem], now: datetime
+) -> None:
     for member in members:
-        if member.locked_by and member.locked_by != actor.id and member.locked_until is not None \
-                and aware(member.locked_until) > now:
+        if (
+            member.locked_by
+            and member.locked_by != actor.id
+            and member.locked_until is not None
+            and aware(member.locked_until) > now
+        ):
             holder = lock_holders(session, [member], now).get(member.locked_by, "someone")
             until = aware(member.locked_until).strftime("%H:%M:%S UTC")
-            raise ItemLocked(f"{holder} is reviewing this item (held until {until}).", param="item_id")
+            raise ItemLocked(
+                f"{holder} is reviewing this item (held until {until}).", param="item_id"
+            )
 
 
 def _set_lock(session: Session, ids: list[str], holder: str | None, until: datetime | None) -> None:
@@ -333,7 +433,8 @@ def _set_lock(session: Session, ids: list[str], holder: str | None, until: datet
         return
     # A lock is not an edit: updated_at (the order of reviewed items) stays as it is.
     session.execute(
-        update(ReviewItem).where(ReviewItem.id.in_(ids))
+        update(ReviewItem)
+        .where(ReviewItem.id.in_(ids))
         .values(locked_by=holder, locked_until=until, updated_at=ReviewItem.updated_at)
         .execution_options(synchronize_session="fetch")
     )
@@ -341,10 +442,18 @@ def _set_lock(session: Session, ids: list[str], holder: str | None, until: datet
 
 def _item_state(session: Session, item: ReviewItem) -> dict[str, Any]:
     latest = session.scalar(
-        select(Review).where(Review.item_id == item.id).order_by(Review.created_at.desc(), Review.id.desc()).limit(1)
+        select(Review)
+        .where(Review.item_id == item.id)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
     )
     state: dict[str, Any] = {"status": item.status}
     if latest is not None:
-        state |= {"review_id": latest.id, "verdict": latest.verdict, "text": latest.corrected_text or
-                  latest.original_text, "reason": latest.reason, "edit_distance": latest.edit_distance}
+        state |= {
+            "review_id": latest.id,
+            "verdict": latest.verdict,
+            "text": latest.corrected_text or latest.original_text,
+            "reason": latest.reason,
+            "edit_distance": latest.edit_distance,
+        }
     return state

@@ -102,8 +102,9 @@ def _thread_items(payload: Any) -> list[Any] | None:
         return payload
     if isinstance(payload, Mapping):
         for key in _THREAD_LISTS:
-            if isinstance(payload.get(key), list):
-                return payload[key]
+            items = payload.get(key)
+            if isinstance(items, list):
+                return items
     return None
 
 

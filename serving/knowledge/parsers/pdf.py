@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from typing import Any
 
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PdfStreamError
@@ -99,7 +100,7 @@ def _outline_by_page(reader: PdfReader) -> dict[int, list[tuple[int, str]]]:
     """Map 1-based page number → outline entries (level, title) that start on it."""
     result: dict[int, list[tuple[int, str]]] = {}
 
-    def visit(items: list, level: int) -> None:  # type: ignore[type-arg]
+    def visit(items: list[Any], level: int) -> None:
         for item in items:
             if isinstance(item, list):
                 visit(item, level + 1)

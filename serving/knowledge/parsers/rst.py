@@ -9,11 +9,13 @@ instead of as error messages.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 from docutils import nodes
 from docutils.core import publish_doctree
 from docutils.parsers.rst import Directive, directives, roles
+from docutils.parsers.rst.states import Inliner
 
 from serving.knowledge.parsers.document import Section, SectionBuilder
 
@@ -63,9 +65,19 @@ class _Paragraphs(Directive):
         return [container]
 
 
-def _text_role(name, rawtext, text, lineno, inliner, options=None, content=None):  # type: ignore[no-untyped-def]
+def _text_role(
+    name: str,
+    rawtext: str,
+    text: str,
+    lineno: int,
+    inliner: Inliner,
+    options: Mapping[str, Any] | None = None,
+    content: Sequence[str] | None = None,
+) -> tuple[Sequence[nodes.reference], Sequence[nodes.reference]]:
     # `:ref:`Label <target>`` reads as "Label"; `:option:`--keep-daily`` as "--keep-daily".
-    return [nodes.literal(rawtext, _LINK_TARGET.sub("", text))], []
+    # docutils' stubs type a role's nodes as references; any inline node is accepted at run time.
+    literal = cast(nodes.reference, nodes.literal(rawtext, _LINK_TARGET.sub("", text)))
+    return [literal], []
 
 
 def _register() -> None:
@@ -165,7 +177,8 @@ def _walk(node: nodes.Element, builder: SectionBuilder, level: int) -> None:
         elif isinstance(child, (nodes.definition_list, nodes.field_list, nodes.option_list)):
             builder.block("list", _definitions(child))
         elif isinstance(child, nodes.Admonition):
-            label = child.tagname.capitalize() if child.tagname != "admonition" else ""
+            tag = str(getattr(child, "tagname", "admonition"))
+            label = tag.capitalize() if tag != "admonition" else ""
             body = " ".join(child.astext().split())
             builder.block("text", f"{label}: {body}" if label else body)
         elif isinstance(child, (nodes.paragraph, nodes.line_block, nodes.block_quote)) and not (

@@ -12,6 +12,7 @@ from api.app import create_app
 from api.cli import app as cli
 from api.settings import Settings
 from tests.fakes import ScriptedBackend
+from tests.support.databases import open_sessions
 
 runner = CliRunner()
 
@@ -24,11 +25,25 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_bots_and_keys_from_the_cli(data_dir: Path) -> None:
-    r = runner.invoke(cli, ["bots", "create", "acme", "--name", "Acme", "--system-prompt", "Be kind.",
-                            "--temperature", "0.2"])
+    r = runner.invoke(
+        cli,
+        [
+            "bots",
+            "create",
+            "acme",
+            "--name",
+            "Acme",
+            "--system-prompt",
+            "Be kind.",
+            "--temperature",
+            "0.2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "acme has no scope and no documents yet" in r.output  # it would answer anything
-    scoped = runner.invoke(cli, ["bots", "create", "lamps", "--scope", "Kestrel lamps and the Perch hub"])
+    scoped = runner.invoke(
+        cli, ["bots", "create", "lamps", "--scope", "Kestrel lamps and the Perch hub"]
+    )
     assert scoped.exit_code == 0 and "no scope" not in scoped.output
     r = runner.invoke(cli, ["bots", "list"])
     assert "acme" in r.output and "Acme" in r.output
@@ -37,10 +52,18 @@ def test_bots_and_keys_from_the_cli(data_dir: Path) -> None:
     key = r.stdout.strip().splitlines()[-1]
     assert key.startswith("sd-")
 
-    app = create_app(Settings(_env_file=None, data_dir=data_dir, create_demo_bot=False), backend=ScriptedBackend())  # type: ignore[call-arg]
+    app = create_app(
+        Settings(_env_file=None, data_dir=data_dir, create_demo_bot=False),
+        backend=ScriptedBackend(),
+    )  # type: ignore[call-arg]
     with TestClient(app) as client:
         body = {"model": "acme", "messages": [{"role": "user", "content": "hi"}]}
-        assert client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert (
+            client.post(
+                "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            ).status_code
+            == 200
+        )
         listed = runner.invoke(cli, ["keys", "list"]).output
         assert "sd-" in listed and key not in listed  # only the prefix is ever shown
 
@@ -60,17 +83,19 @@ def test_cli_errors_are_clear(data_dir: Path) -> None:
 def test_revoked_key_stops_working(data_dir: Path) -> None:
     runner.invoke(cli, ["bots", "create", "acme"])
     key = runner.invoke(cli, ["keys", "create", "--bot", "acme"]).stdout.strip().splitlines()[-1]
-    from api.db import make_engine, make_session_factory, transaction
+    from api.db import transaction
     from api.services.access.keys import list_keys
 
     settings = Settings(_env_file=None, data_dir=data_dir, create_demo_bot=False)  # type: ignore[call-arg]
-    with transaction(make_session_factory(make_engine(settings))) as session:
+    with open_sessions(settings) as sessions, transaction(sessions) as session:
         [row] = list_keys(session)
     assert runner.invoke(cli, ["keys", "revoke", row.id]).exit_code == 0
     app = create_app(settings, backend=ScriptedBackend())
     with TestClient(app) as client:
         body = {"model": "acme", "messages": [{"role": "user", "content": "hi"}]}
-        r = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        r = client.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
         assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"
 
 

@@ -15,6 +15,7 @@ from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
 from tests.fakes import ScriptedBackend
+from tests.support.databases import open_sessions
 from tests.support.servers import serve_app
 
 runner = CliRunner()
@@ -23,27 +24,38 @@ runner = CliRunner()
 def test_chat_with_a_running_server_keeps_one_conversation(tmp_path: Path) -> None:
     from api.cli import app as cli
 
-    app = create_app(Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False),  # type: ignore[call-arg]
-                     backend=ScriptedBackend())
+    app = create_app(
+        Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False),  # type: ignore[call-arg]
+        backend=ScriptedBackend(),
+    )
     with serve_app(app, lifespan="on") as url:
         with transaction(app.state.sessions) as session:
-            key = create_key(session, bots=[create_bot(session, BotCreate(slug="acme", name="A"), base_model="x")])[1]
-        r = runner.invoke(cli, ["chat", "acme", "--url", url, "--key", key], input="hello\nand again\nexit\n")
+            key = create_key(
+                session,
+                bots=[create_bot(session, BotCreate(slug="acme", name="A"), base_model="x")],
+            )[1]
+        r = runner.invoke(
+            cli, ["chat", "acme", "--url", url, "--key", key], input="hello\nand again\nexit\n"
+        )
     assert r.exit_code == 0, r.output
     assert r.output.count("acme> Hello from the bot.") == 2
     with transaction(app.state.sessions) as session:
         rows = session.query(Exchange).order_by(Exchange.created_at).all()
     assert len(rows) == 2 and rows[0].conversation_id == rows[1].conversation_id
-    assert rows[1].messages[-3:] == [{"role": "user", "content": "hello"},
-                                     {"role": "assistant", "content": "Hello from the bot."},
-                                     {"role": "user", "content": "and again"}]
+    assert rows[1].messages[-3:] == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "Hello from the bot."},
+        {"role": "user", "content": "and again"},
+    ]
 
 
 def test_chat_reports_a_wrong_key_and_goes_on(tmp_path: Path) -> None:
     from api.cli import app as cli
 
-    app = create_app(Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False),  # type: ignore[call-arg]
-                     backend=ScriptedBackend())
+    app = create_app(
+        Settings(_env_file=None, data_dir=tmp_path, create_demo_bot=False),  # type: ignore[call-arg]
+        backend=ScriptedBackend(),
+    )
     with serve_app(app, lifespan="on") as url:
         r = runner.invoke(cli, ["chat", "acme", "--url", url, "--key", "nope"], input="hello\n")
     assert r.exit_code == 0
@@ -51,7 +63,9 @@ def test_chat_reports_a_wrong_key_and_goes_on(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_chat_in_process_streams_a_real_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chat_in_process_streams_a_real_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from api.cli import app as cli
 
     monkeypatch.setenv("SHADOWDESK_DATA_DIR", str(tmp_path))
@@ -60,9 +74,8 @@ def test_chat_in_process_streams_a_real_answer(tmp_path: Path, monkeypatch: pyte
     r = runner.invoke(cli, ["chat", "geo"], input="What is the capital of France?\n")
     assert r.exit_code == 0, r.output
     assert "geo> " in r.output and "Paris" in r.output
-    from api.db import make_engine, make_session_factory
 
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
-    with transaction(make_session_factory(make_engine(settings))) as session:
+    with open_sessions(settings) as sessions, transaction(sessions) as session:
         [row] = session.query(Exchange).all()
     assert "Paris" in row.answer and row.streamed and row.completion_tokens > 0

@@ -4,26 +4,31 @@ kind of job never waits behind another."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import make_engine, make_session_factory, transaction
+from api.db import transaction
 from api.jobs import queue
 from api.jobs.worker import JobContext, WorkerPool
 from api.migrate import upgrade
 from api.models import Job
 from api.settings import Settings
+from tests.support.databases import open_sessions
 
 
-def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     upgrade(settings)
-    return make_session_factory(make_engine(settings))
+    with open_sessions(settings) as factory:
+        yield factory
 
 
-def test_claims_are_exclusive_and_leases_expire(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_claims_are_exclusive_and_leases_expire(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
         job_id = queue.enqueue(session, "ingest", {"n": 1}).id
     with transaction(sessions) as session:
@@ -38,15 +43,16 @@ def test_claims_are_exclusive_and_leases_expire(settings: Settings) -> None:
         again = queue.claim(session, "w2", ["ingest"], lease_s=60)
         assert again is not None and again.attempts == 2
     with transaction(sessions) as session:
-        assert not queue.finish(session, job_id, "w1", {"late": True})  # the dead worker's result is dropped
+        assert not queue.finish(
+            session, job_id, "w1", {"late": True}
+        )  # the dead worker's result is dropped
         assert queue.finish(session, job_id, "w2", {"ok": True})
     with transaction(sessions) as session:
         row = queue.get_job(session, job_id)
         assert row.status == "succeeded" and row.result == {"ok": True}
 
 
-def test_failures_retry_then_fail(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_failures_retry_then_fail(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
         job_id = queue.enqueue(session, "ingest", {}, max_attempts=2).id
     for expected in ("queued", "failed"):
@@ -59,8 +65,9 @@ def test_failures_retry_then_fail(settings: Settings) -> None:
         assert row.status == "failed" and row.error == "boom" and row.attempts == 2
 
 
-def test_an_ingest_job_does_not_wait_behind_a_stuck_shadow_job(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_an_ingest_job_does_not_wait_behind_a_stuck_shadow_job(
+    sessions: sessionmaker[Session],
+) -> None:
     release = asyncio.Event()
     order: list[str] = []
 

@@ -16,14 +16,26 @@ def admin(h: Harness) -> dict[str, str]:
 
 
 def test_admin_creates_a_bot_and_a_key_that_chats(harness: Harness) -> None:
-    r = harness.client.post("/api/bots", headers=admin(harness), json={
-        "slug": "umbrella", "name": "Umbrella", "system_prompt": "Be brief.", "scope": "TPS reports",
-        "refusal_message": "Only TPS reports.", "temperature": 0.1, "max_tokens": 32})
+    r = harness.client.post(
+        "/api/bots",
+        headers=admin(harness),
+        json={
+            "slug": "umbrella",
+            "name": "Umbrella",
+            "system_prompt": "Be brief.",
+            "scope": "TPS reports",
+            "refusal_message": "Only TPS reports.",
+            "temperature": 0.1,
+            "max_tokens": 32,
+        },
+    )
     assert r.status_code == 201, r.text
     bot = r.json()
     assert bot["slug"] == "umbrella" and bot["live_release_id"].startswith("rel_")
 
-    r = harness.client.post("/api/keys", headers=admin(harness), json={"bots": ["umbrella"], "name": "web"})
+    r = harness.client.post(
+        "/api/keys", headers=admin(harness), json={"bots": ["umbrella"], "name": "web"}
+    )
     assert r.status_code == 201
     created = r.json()
     assert created["key"].startswith("sd-") and created["bots"] == ["umbrella"]
@@ -36,11 +48,18 @@ def test_admin_creates_a_bot_and_a_key_that_chats(harness: Harness) -> None:
         assert row.last_used_at is None
 
     question = {"role": "user", "content": "Where do I send my TPS report when it is done?"}
-    r = harness.client.post("/v1/chat/completions", headers=harness.auth(created["key"]),
-                            json={**chat_body(), "model": "umbrella", "messages": [question]})
+    r = harness.client.post(
+        "/v1/chat/completions",
+        headers=harness.auth(created["key"]),
+        json={**chat_body(), "model": "umbrella", "messages": [question]},
+    )
     assert r.status_code == 200
     messages, params, _ = harness.backend.calls[-1]
-    assert messages[0]["content"] == "Be brief." and params.temperature == 0.1 and params.max_tokens == 32
+    assert (
+        messages[0]["content"] == "Be brief."
+        and params.temperature == 0.1
+        and params.max_tokens == 32
+    )
 
     listed = {k["id"]: k for k in harness.client.get("/api/keys", headers=admin(harness)).json()}
     assert listed[created["id"]]["last_used_at"] is not None
@@ -48,7 +67,9 @@ def test_admin_creates_a_bot_and_a_key_that_chats(harness: Harness) -> None:
 
 
 def test_admin_updates_and_deletes_a_bot(harness: Harness) -> None:
-    r = harness.client.patch("/api/bots/acme", headers=admin(harness), json={"system_prompt": "New prompt."})
+    r = harness.client.patch(
+        "/api/bots/acme", headers=admin(harness), json={"system_prompt": "New prompt."}
+    )
     assert r.json()["system_prompt"] == "New prompt."
     harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth())
     assert harness.backend.calls[-1][0][0]["content"] == "New prompt."
@@ -58,12 +79,29 @@ def test_admin_updates_and_deletes_a_bot(harness: Harness) -> None:
 
 
 def test_admin_validation_and_conflicts(harness: Harness) -> None:
-    assert_envelope(harness.client.post("/api/bots", headers=admin(harness), json={"slug": "Bad Slug", "name": "x"}),
-                    400, param="slug")
-    assert_envelope(harness.client.post("/api/bots", headers=admin(harness), json={"slug": "acme", "name": "x"}),
-                    409, "conflict", "slug")
-    assert_envelope(harness.client.post("/api/keys", headers=admin(harness), json={"bots": []}), 400, param="bots")
-    assert_envelope(harness.client.post("/api/keys", headers=admin(harness), json={"bots": ["nobody"]}), 404)
+    assert_envelope(
+        harness.client.post(
+            "/api/bots", headers=admin(harness), json={"slug": "Bad Slug", "name": "x"}
+        ),
+        400,
+        param="slug",
+    )
+    assert_envelope(
+        harness.client.post(
+            "/api/bots", headers=admin(harness), json={"slug": "acme", "name": "x"}
+        ),
+        409,
+        "conflict",
+        "slug",
+    )
+    assert_envelope(
+        harness.client.post("/api/keys", headers=admin(harness), json={"bots": []}),
+        400,
+        param="bots",
+    )
+    assert_envelope(
+        harness.client.post("/api/keys", headers=admin(harness), json={"bots": ["nobody"]}), 404
+    )
     assert_envelope(harness.client.post("/api/keys/key_nope/revoke", headers=admin(harness)), 404)
 
 
@@ -80,8 +118,14 @@ def test_created_admin_key_works(harness: Harness) -> None:
 
 
 def test_exchanges_are_listed_by_bot_and_conversation(harness: Harness) -> None:
-    harness.client.post("/v1/chat/completions", json=chat_body(), headers={**harness.auth(), "X-Conversation-Id": "c1"})
-    harness.client.post("/v1/chat/completions", json={**chat_body(), "model": "initech"}, headers=harness.auth())
+    harness.client.post(
+        "/v1/chat/completions",
+        json=chat_body(),
+        headers={**harness.auth(), "X-Conversation-Id": "c1"},
+    )
+    harness.client.post(
+        "/v1/chat/completions", json={**chat_body(), "model": "initech"}, headers=harness.auth()
+    )
     rows = harness.client.get("/api/exchanges?bot=acme", headers=admin(harness)).json()
     assert [r["conversation_id"] for r in rows] == ["c1"]
     assert rows[0]["answer"] == "Hello from the bot." and rows[0]["status"] == "completed"
@@ -91,11 +135,17 @@ def test_exchanges_are_listed_by_bot_and_conversation(harness: Harness) -> None:
 
 
 def test_bot_policy_is_validated_and_applied(harness: Harness) -> None:
-    r = harness.client.patch("/api/bots/acme", headers=admin(harness), json={"policy": {"review_enabled": False}})
+    r = harness.client.patch(
+        "/api/bots/acme", headers=admin(harness), json={"policy": {"review_enabled": False}}
+    )
     assert r.status_code == 200 and r.json()["policy"]["review_enabled"] is False
     assert r.json()["policy"]["promote_threshold"] == 0.2  # defaults kept for the rest
-    assert_envelope(harness.client.patch("/api/bots/acme", headers=admin(harness),
-                                         json={"policy": {"review_sample_rate": 3}}), 400)
+    assert_envelope(
+        harness.client.patch(
+            "/api/bots/acme", headers=admin(harness), json={"policy": {"review_sample_rate": 3}}
+        ),
+        400,
+    )
     harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth())
     from api.models import Job
 

@@ -14,12 +14,14 @@ def sse_events(text: str) -> list[Any]:
     events = []
     for block in text.strip().split("\n\n"):
         assert block.startswith("data: "), block
-        data = block[len("data: "):]
+        data = block[len("data: ") :]
         events.append(data if data == "[DONE]" else json.loads(data))
     return events
 
 
-def assert_envelope(response: Any, status: int, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def assert_envelope(
+    response: Any, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
@@ -34,8 +36,11 @@ def assert_envelope(response: Any, status: int, code: str | None = None, param: 
 
 
 def test_completion_answers_and_stores_the_exchange(harness: Harness) -> None:
-    r = harness.client.post("/v1/chat/completions", json=chat_body(temperature=0.1, top_p=0.9, seed=7, stop=["zz"]),
-                            headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions",
+        json=chat_body(temperature=0.1, top_p=0.9, seed=7, stop=["zz"]),
+        headers=harness.auth(),
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "chat.completion"
@@ -72,31 +77,48 @@ def test_bot_defaults_apply_when_the_request_is_silent(harness: Harness) -> None
 
 
 def test_max_tokens_gives_length(harness: Harness) -> None:
-    r = harness.client.post("/v1/chat/completions", json=chat_body(max_tokens=2), headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(max_tokens=2), headers=harness.auth()
+    )
     assert r.json()["choices"][0]["finish_reason"] == "length"
     assert r.json()["choices"][0]["message"]["content"] == "Hello from"
 
 
 def test_client_conversation_id_is_kept(harness: Harness) -> None:
     for _ in range(2):
-        r = harness.client.post("/v1/chat/completions", json=chat_body(),
-                                headers={**harness.auth(), "X-Conversation-Id": "ticket-42"})
+        r = harness.client.post(
+            "/v1/chat/completions",
+            json=chat_body(),
+            headers={**harness.auth(), "X-Conversation-Id": "ticket-42"},
+        )
         assert r.headers["X-Conversation-Id"] == "ticket-42"
-    r = harness.client.post("/v1/chat/completions", json=chat_body(conversation_id="ticket-43"), headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(conversation_id="ticket-43"), headers=harness.auth()
+    )
     assert r.headers["X-Conversation-Id"] == "ticket-43"
-    assert [row.conversation_id for row in harness.exchanges()] == ["ticket-42", "ticket-42", "ticket-43"]
+    assert [row.conversation_id for row in harness.exchanges()] == [
+        "ticket-42",
+        "ticket-42",
+        "ticket-43",
+    ]
 
 
 def test_streaming_sends_openai_chunks_and_stores_before_the_end(harness: Harness) -> None:
-    with harness.client.stream("POST", "/v1/chat/completions", headers=harness.auth(),
-                               json=chat_body(stream=True, stream_options={"include_usage": True})) as r:
+    with harness.client.stream(
+        "POST",
+        "/v1/chat/completions",
+        headers=harness.auth(),
+        json=chat_body(stream=True, stream_options={"include_usage": True}),
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         text = r.read().decode()
     events = sse_events(text)
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert all(
+        c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks
+    )
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert content == "Hello from the bot."
@@ -110,7 +132,9 @@ def test_streaming_sends_openai_chunks_and_stores_before_the_end(harness: Harnes
 
 
 def test_streaming_without_usage_option_has_no_usage_chunk(harness: Harness) -> None:
-    r = harness.client.post("/v1/chat/completions", json=chat_body(stream=True), headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(stream=True), headers=harness.auth()
+    )
     events = sse_events(r.text)
     assert all("usage" not in e for e in events[:-1])
 
@@ -124,37 +148,78 @@ BAD_BODIES: list[tuple[str, Any, int, str | None, str | None]] = [
     ("missing model", {"messages": [{"role": "user", "content": "hi"}]}, 400, None, "model"),
     ("wrong type", chat_body(temperature="hot"), 400, None, "temperature"),
     ("temperature out of range", chat_body(temperature=3), 400, None, "temperature"),
-    ("bad role", {"model": "acme", "messages": [{"role": "wizard", "content": "hi"}]}, 400, None, None),
+    (
+        "bad role",
+        {"model": "acme", "messages": [{"role": "wizard", "content": "hi"}]},
+        400,
+        None,
+        None,
+    ),
     ("empty messages", {"model": "acme", "messages": []}, 400, "empty_messages", "messages"),
     ("empty content", chat_body("   "), 400, "empty_message", "messages.0.content"),
     ("message too long", chat_body("x" * 501), 400, "message_too_long", "messages.0.content"),
-    ("too many messages", {"model": "acme", "messages": [{"role": "user", "content": "hi"}] * 9}, 400,
-     "too_many_messages", "messages"),
-    ("conversation too long", {"model": "acme", "messages": [{"role": "user", "content": "x" * 400}] * 5}, 400,
-     "conversation_too_long", "messages"),
-    ("last not user", {"model": "acme", "messages": [{"role": "assistant", "content": "hi"}]}, 400,
-     "last_not_user", "messages"),
+    (
+        "too many messages",
+        {"model": "acme", "messages": [{"role": "user", "content": "hi"}] * 9},
+        400,
+        "too_many_messages",
+        "messages",
+    ),
+    (
+        "conversation too long",
+        {"model": "acme", "messages": [{"role": "user", "content": "x" * 400}] * 5},
+        400,
+        "conversation_too_long",
+        "messages",
+    ),
+    (
+        "last not user",
+        {"model": "acme", "messages": [{"role": "assistant", "content": "hi"}]},
+        400,
+        "last_not_user",
+        "messages",
+    ),
     ("max_tokens over limit", chat_body(max_tokens=65), 400, "max_tokens_too_large", "max_tokens"),
     ("n > 1", chat_body(n=2), 400, "unsupported_parameter", "n"),
-    ("tools", chat_body(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "unsupported_parameter",
-     "tools"),
+    (
+        "tools",
+        chat_body(tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "unsupported_parameter",
+        "tools",
+    ),
     ("logprobs", chat_body(logprobs=True), 400, "unsupported_parameter", "logprobs"),
     ("penalty", chat_body(presence_penalty=1.0), 400, "unsupported_parameter", "presence_penalty"),
     ("unknown field", chat_body(temprature=0.5), 400, None, "temprature"),
     ("too many stops", chat_body(stop=["a", "b", "c", "d", "e"]), 400, None, "stop"),
-    ("stream_options without stream", chat_body(stream_options={"include_usage": True}), 400, None,
-     "stream_options"),
-    ("unknown bot", {"model": "nobody", "messages": [{"role": "user", "content": "hi"}]}, 404,
-     "model_not_found", "model"),
+    (
+        "stream_options without stream",
+        chat_body(stream_options={"include_usage": True}),
+        400,
+        None,
+        "stream_options",
+    ),
+    (
+        "unknown bot",
+        {"model": "nobody", "messages": [{"role": "user", "content": "hi"}]},
+        404,
+        "model_not_found",
+        "model",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "code", "param"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "code", "param"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
+)
 def test_bad_input_gets_an_envelope_and_stores_nothing(
     harness: Harness, case: str, body: Any, status: int, code: str | None, param: str | None
 ) -> None:
-    kwargs = {"content": body, "headers": {**harness.auth(), "Content-Type": "application/json"}} if isinstance(
-        body, str) else {"json": body, "headers": harness.auth()}
+    kwargs = (
+        {"content": body, "headers": {**harness.auth(), "Content-Type": "application/json"}}
+        if isinstance(body, str)
+        else {"json": body, "headers": harness.auth()}
+    )
     r = harness.client.post("/v1/chat/completions", **kwargs)
     error = assert_envelope(r, status, code, param)
     assert error["type"] in {"invalid_request_error", "not_found_error"}
@@ -174,15 +239,24 @@ def test_missing_or_wrong_key_is_401(harness: Harness, header: str | None) -> No
 def test_revoked_key_is_401(harness: Harness) -> None:
     admin = harness.auth(harness.settings.admin_key.get_secret_value())  # type: ignore[union-attr]
     created = harness.client.post("/api/keys", json={"bots": ["acme"]}, headers=admin).json()
-    assert harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth(created["key"])).status_code == 200
+    assert (
+        harness.client.post(
+            "/v1/chat/completions", json=chat_body(), headers=harness.auth(created["key"])
+        ).status_code
+        == 200
+    )
     harness.client.post(f"/api/keys/{created['id']}/revoke", headers=admin).raise_for_status()
-    r = harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth(created["key"]))
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(), headers=harness.auth(created["key"])
+    )
     assert assert_envelope(r, 401, "revoked_api_key")
     assert harness.exchange_count() == 1
 
 
 def test_key_for_another_bot_is_403(harness: Harness) -> None:
-    r = harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth(harness.other_key))
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(), headers=harness.auth(harness.other_key)
+    )
     assert assert_envelope(r, 403, "forbidden", "model")["type"] == "permission_error"
     assert harness.exchange_count() == 0
 
@@ -190,17 +264,22 @@ def test_key_for_another_bot_is_403(harness: Harness) -> None:
 def test_prompt_that_does_not_fit_is_400_and_not_stored(harness: Harness) -> None:
     harness.backend.mode = "too_long"
     for stream in (False, True):
-        r = harness.client.post("/v1/chat/completions", json=chat_body(stream=stream), headers=harness.auth())
+        r = harness.client.post(
+            "/v1/chat/completions", json=chat_body(stream=stream), headers=harness.auth()
+        )
         assert_envelope(r, 400, "context_length_exceeded", "messages")
     assert harness.exchange_count() == 0
 
 
 # -- backend failures: 502 / 504, and the exchange stored with its error -----------------------------
 
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_backend_failure_is_502_and_stored(harness: Harness, stream: bool) -> None:
     harness.backend.mode = "fail"
-    r = harness.client.post("/v1/chat/completions", json=chat_body(stream=stream), headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(stream=stream), headers=harness.auth()
+    )
     assert assert_envelope(r, 502, "backend_error")["type"] == "upstream_error"
     [row] = harness.exchanges()
     assert row.status == "error" and "backend failed" in (row.error or "")
@@ -209,7 +288,9 @@ def test_backend_failure_is_502_and_stored(harness: Harness, stream: bool) -> No
 @pytest.mark.parametrize("stream", [False, True])
 def test_backend_timeout_is_504_and_stored(harness: Harness, stream: bool) -> None:
     harness.backend.mode = "hang"
-    r = harness.client.post("/v1/chat/completions", json=chat_body(stream=stream), headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(stream=stream), headers=harness.auth()
+    )
     assert_envelope(r, 504, "backend_timeout")
     [row] = harness.exchanges()
     assert row.status == "error" and "did not answer" in (row.error or "")
@@ -217,7 +298,9 @@ def test_backend_timeout_is_504_and_stored(harness: Harness, stream: bool) -> No
 
 def test_backend_failing_mid_stream_ends_with_an_error_event(harness: Harness) -> None:
     harness.backend.mode = "fail_midway"
-    r = harness.client.post("/v1/chat/completions", json=chat_body(stream=True), headers=harness.auth())
+    r = harness.client.post(
+        "/v1/chat/completions", json=chat_body(stream=True), headers=harness.auth()
+    )
     assert r.status_code == 200  # headers were already sent
     events = sse_events(r.text)
     assert events[-1] == "[DONE]"
@@ -227,7 +310,11 @@ def test_backend_failing_mid_stream_ends_with_an_error_event(harness: Harness) -
 
 
 def test_every_error_path_uses_the_envelope(harness: Harness) -> None:
-    for method, path in [("GET", "/nope"), ("DELETE", "/v1/chat/completions"), ("GET", "/api/bots")]:
+    for method, path in [
+        ("GET", "/nope"),
+        ("DELETE", "/v1/chat/completions"),
+        ("GET", "/api/bots"),
+    ]:
         r = harness.client.request(method, path, headers=harness.auth())
         assert_envelope(r, r.status_code)
         assert r.status_code in {403, 404, 405}
@@ -237,15 +324,31 @@ def test_client_feedback_is_stored_and_thumbs_down_feeds_review(harness: Harness
     r = harness.client.post("/v1/chat/completions", json=chat_body(), headers=harness.auth())
     exchange_id = r.json()["id"]
     url = f"/v1/exchanges/{exchange_id}/feedback"
-    assert harness.client.post(url, json={"rating": "up"}, headers=harness.auth()).status_code == 200
+    assert (
+        harness.client.post(url, json={"rating": "up"}, headers=harness.auth()).status_code == 200
+    )
     assert harness.exchanges()[0].feedback == 1
-    assert harness.client.post(url, json={"rating": "down"}, headers=harness.auth()).status_code == 200
+    assert (
+        harness.client.post(url, json={"rating": "down"}, headers=harness.auth()).status_code == 200
+    )
     assert harness.exchanges()[0].feedback == -1
-    assert_envelope(harness.client.post(url, json={"rating": "meh"}, headers=harness.auth()), 400, param="rating")
-    assert_envelope(harness.client.post(url, json={"rating": "down"}, headers=harness.auth(harness.other_key)), 404)
+    assert_envelope(
+        harness.client.post(url, json={"rating": "meh"}, headers=harness.auth()),
+        400,
+        param="rating",
+    )
+    assert_envelope(
+        harness.client.post(url, json={"rating": "down"}, headers=harness.auth(harness.other_key)),
+        404,
+    )
     assert_envelope(harness.client.post(url, json={"rating": "down"}), 401)
     from api.models import Job
 
     with harness.client.app.state.runtime.sessions() as session:  # type: ignore[attr-defined]
-        kinds = [j.kind for j in session.query(Job).filter(Job.payload["exchange_id"].as_string() == exchange_id)]
+        kinds = [
+            j.kind
+            for j in session.query(Job).filter(
+                Job.payload["exchange_id"].as_string() == exchange_id
+            )
+        ]
     assert kinds.count("review_feed") == 2  # one with the answer, one for the thumbs-down

@@ -29,7 +29,9 @@ def _auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, ScriptedBackend, str]]:
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, ScriptedBackend, str]]:
     """One app with the demo bot (its documentation indexed on first start) for the whole module."""
     data = tmp_path_factory.mktemp("demo")
     backend = ScriptedBackend(words=["The", " ring", " blinks", " red", " [1]."])
@@ -58,8 +60,14 @@ def test_demo_bot_starts_with_its_documentation(demo) -> None:  # type: ignore[n
 
 def test_in_scope_question_is_grounded_and_cited(demo) -> None:  # type: ignore[no-untyped-def]
     client, backend, key = demo
-    r = client.post("/v1/chat/completions", headers=_auth(key),
-                    json={"model": "demo", "messages": [{"role": "user", "content": "Why is the ring on my hub blinking red?"}]})
+    r = client.post(
+        "/v1/chat/completions",
+        headers=_auth(key),
+        json={
+            "model": "demo",
+            "messages": [{"role": "user", "content": "Why is the ring on my hub blinking red?"}],
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     messages, _, _ = backend.calls[-1]
@@ -79,8 +87,15 @@ def test_out_of_scope_question_is_refused_without_a_model_call(demo) -> None:  #
     client, backend, key = demo
     calls = len(backend.calls)
     for stream in (False, True):
-        r = client.post("/v1/chat/completions", headers=_auth(key), json={
-            "model": "demo", "stream": stream, "messages": [{"role": "user", "content": "Tell me a story about pirates."}]})
+        r = client.post(
+            "/v1/chat/completions",
+            headers=_auth(key),
+            json={
+                "model": "demo",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "Tell me a story about pirates."}],
+            },
+        )
         assert r.status_code == 200
         text = r.json()["choices"][0]["message"]["content"] if not stream else r.text
         assert "Kestrel" in text  # the bot's refusal message
@@ -92,14 +107,29 @@ def test_out_of_scope_question_is_refused_without_a_model_call(demo) -> None:  #
 def test_a_bot_with_documents_refuses_off_topic_questions_without_topics(demo) -> None:  # type: ignore[no-untyped-def]
     """A new user's bot: a name, a scope sentence and documents, no topics or examples."""
     client, backend, _ = demo
-    r = client.post("/api/bots", headers=_auth(ADMIN), json={
-        "slug": "zephyr", "name": "Zephyr scooters", "scope": "Support for Zephyr electric scooters.",
-        "refusal_message": "Sorry, I only know about Zephyr scooters."})
+    r = client.post(
+        "/api/bots",
+        headers=_auth(ADMIN),
+        json={
+            "slug": "zephyr",
+            "name": "Zephyr scooters",
+            "scope": "Support for Zephyr electric scooters.",
+            "refusal_message": "Sorry, I only know about Zephyr scooters.",
+        },
+    )
     assert r.status_code == 201
-    manual = (b"# Zephyr manual\n\n## Charging\n\nThe Zephyr scooter charges in 4 hours with the "
-              b"supplied charger.\n\n## Brakes\n\nAdjust the rear brake with the 5 mm hex key.\n")
-    assert client.post("/api/bots/zephyr/documents", headers=_auth(ADMIN),
-                       files=[("files", ("manual.md", manual))]).status_code == 200
+    manual = (
+        b"# Zephyr manual\n\n## Charging\n\nThe Zephyr scooter charges in 4 hours with the "
+        b"supplied charger.\n\n## Brakes\n\nAdjust the rear brake with the 5 mm hex key.\n"
+    )
+    assert (
+        client.post(
+            "/api/bots/zephyr/documents",
+            headers=_auth(ADMIN),
+            files=[("files", ("manual.md", manual))],
+        ).status_code
+        == 200
+    )
     with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
         from api.services.bots.management import get_bot
 
@@ -107,13 +137,19 @@ def test_a_bot_with_documents_refuses_off_topic_questions_without_topics(demo) -
     calls = len(backend.calls)
 
     def ask(text: str) -> dict:  # type: ignore[type-arg]
-        r = client.post("/v1/chat/completions", headers=_auth(key),
-                        json={"model": "zephyr", "messages": [{"role": "user", "content": text}]})
+        r = client.post(
+            "/v1/chat/completions",
+            headers=_auth(key),
+            json={"model": "zephyr", "messages": [{"role": "user", "content": text}]},
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
     cooking = ask("How do I cook pasta al dente?")
-    assert cooking["refused"] is True and "only know about Zephyr" in cooking["choices"][0]["message"]["content"]
+    assert (
+        cooking["refused"] is True
+        and "only know about Zephyr" in cooking["choices"][0]["message"]["content"]
+    )
     hello = ask("Hello, what can you help me with?")
     reply = hello["choices"][0]["message"]["content"]
     assert "refused" not in hello and "Zephyr scooters" in reply and "Support for Zephyr" in reply
@@ -131,7 +167,14 @@ def test_upload_reports_each_bad_file_and_ingests_the_rest(demo) -> None:  # typ
     r = client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "uploads", "name": "Uploads"})
     assert r.status_code == 201
     files = [
-        ("files", ("guide.md", b"# Guide\n\n## Charging\n\nThe Zephyr scooter charges in 4 hours.\n", "text/markdown")),
+        (
+            "files",
+            (
+                "guide.md",
+                b"# Guide\n\n## Charging\n\nThe Zephyr scooter charges in 4 hours.\n",
+                "text/markdown",
+            ),
+        ),
         ("files", ("empty.txt", b"", "text/plain")),
         ("files", ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "text/plain")),
         ("files", ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf")),
@@ -154,23 +197,35 @@ def test_upload_reports_each_bad_file_and_ingests_the_rest(demo) -> None:  # typ
 
 def test_reingest_replaces_and_delete_removes(demo) -> None:  # type: ignore[no-untyped-def]
     client, backend, _ = demo
-    client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "scooter", "name": "Scooter",
-                                                            "knowledge": {"guard": False}})
+    client.post(
+        "/api/bots",
+        headers=_auth(ADMIN),
+        json={"slug": "scooter", "name": "Scooter", "knowledge": {"guard": False}},
+    )
     key = client.post("/api/keys", headers=_auth(ADMIN), json={"bots": ["scooter"]}).json()["key"]
     v1 = b"# Zephyr manual\n\n## Battery\n\nThe Zephyr battery lasts 30 km per charge.\n"
     v2 = b"# Zephyr manual\n\n## Battery\n\nThe Zephyr battery lasts 45 km per charge since firmware 2.\n"
     for content in (v1, v1, v2):
-        r = client.post("/api/bots/scooter/documents", headers=_auth(ADMIN), files=[("files", ("manual.md", content))])
+        r = client.post(
+            "/api/bots/scooter/documents",
+            headers=_auth(ADMIN),
+            files=[("files", ("manual.md", content))],
+        )
         assert r.status_code == 200
     assert r.json()["results"][0]["status"] == "ingested"
     [doc] = client.get("/api/bots/scooter/documents", headers=_auth(ADMIN)).json()
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     base = runtime.knowledge.base("minilm")
-    passages = base.retriever.search(doc_id_bot(client, "scooter"), "How far does the battery last?", k=10)
+    passages = base.retriever.search(
+        doc_id_bot(client, "scooter"), "How far does the battery last?", k=10
+    )
     assert len(passages) == doc["chunk_count"]  # no duplicates, no stale chunks
     assert all("45 km" in p.text for p in passages)
 
-    chat = {"model": "scooter", "messages": [{"role": "user", "content": "How far does the battery last?"}]}
+    chat = {
+        "model": "scooter",
+        "messages": [{"role": "user", "content": "How far does the battery last?"}],
+    }
     assert client.post("/v1/chat/completions", headers=_auth(key), json=chat).json()["citations"]
     r = client.delete(f"/api/bots/scooter/documents/{doc['doc_id']}", headers=_auth(ADMIN))
     assert r.json()["chunks_removed"] == doc["chunk_count"]
@@ -178,7 +233,12 @@ def test_reingest_replaces_and_delete_removes(demo) -> None:  # type: ignore[no-
     assert base.retriever.search(doc_id_bot(client, "scooter"), "battery", k=5) == []
     r = client.post("/v1/chat/completions", headers=_auth(key), json=chat)
     assert "citations" not in r.json()  # no knowledge left: a plain answer
-    assert client.delete(f"/api/bots/scooter/documents/{doc['doc_id']}", headers=_auth(ADMIN)).status_code == 404
+    assert (
+        client.delete(
+            f"/api/bots/scooter/documents/{doc['doc_id']}", headers=_auth(ADMIN)
+        ).status_code
+        == 404
+    )
 
 
 def doc_id_bot(client: TestClient, slug: str) -> str:
@@ -187,12 +247,33 @@ def doc_id_bot(client: TestClient, slug: str) -> str:
 
 def test_a_bot_never_retrieves_another_bots_chunks(demo) -> None:  # type: ignore[no-untyped-def]
     client, backend, _ = demo
-    client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "secretive", "name": "S", "knowledge": {"guard": False}})
-    client.post("/api/bots/secretive/documents", headers=_auth(ADMIN), files=[
-        ("files", ("secret.md", b"# Secret\n\nThe Perch hub ring blinks red when the vault code is 4711.\n"))])
+    client.post(
+        "/api/bots",
+        headers=_auth(ADMIN),
+        json={"slug": "secretive", "name": "S", "knowledge": {"guard": False}},
+    )
+    client.post(
+        "/api/bots/secretive/documents",
+        headers=_auth(ADMIN),
+        files=[
+            (
+                "files",
+                (
+                    "secret.md",
+                    b"# Secret\n\nThe Perch hub ring blinks red when the vault code is 4711.\n",
+                ),
+            )
+        ],
+    )
     key = create_key_for(client, "demo")
-    r = client.post("/v1/chat/completions", headers=_auth(key), json={
-        "model": "demo", "messages": [{"role": "user", "content": "Why does the Perch hub ring blink red?"}]})
+    r = client.post(
+        "/v1/chat/completions",
+        headers=_auth(key),
+        json={
+            "model": "demo",
+            "messages": [{"role": "user", "content": "Why does the Perch hub ring blink red?"}],
+        },
+    )
     assert all(c["document"] != "secret.md" for c in r.json()["citations"])
     assert "4711" not in backend.calls[-1][0][0]["content"]
 
@@ -202,38 +283,62 @@ def create_key_for(client: TestClient, slug: str) -> str:
 
 
 def test_large_upload_runs_as_a_job(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, admin_key=ADMIN, create_demo_bot=False,  # type: ignore[call-arg]
-                        sync_ingest_bytes=100)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        admin_key=ADMIN,
+        create_demo_bot=False,  # type: ignore[call-arg]
+        sync_ingest_bytes=100,
+    )
     app = create_app(settings, backend=ScriptedBackend())
     with TestClient(app) as client:
         client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "big", "name": "Big"})
-        files = [("files", (p.name, p.read_bytes())) for p in demo_documents()] + [("files", ("bad.xyz", b"??"))]
+        files = [("files", (p.name, p.read_bytes())) for p in demo_documents()] + [
+            ("files", ("bad.xyz", b"??"))
+        ]
         r = client.post("/api/bots/big/documents", headers=_auth(ADMIN), files=files)
         assert r.status_code == 202
         job_url = r.headers["Location"]
         deadline = time.monotonic() + 120
-        while (job := client.get(job_url, headers=_auth(ADMIN)).json())["status"] in ("queued", "running"):
+        while (job := client.get(job_url, headers=_auth(ADMIN)).json())["status"] in (
+            "queued",
+            "running",
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert job["status"] == "succeeded", job
         assert job["result"]["ingested"] == len(demo_documents()) and job["result"]["failed"] == 1
-        assert len(client.get("/api/bots/big/documents", headers=_auth(ADMIN)).json()) == len(demo_documents())
+        assert len(client.get("/api/bots/big/documents", headers=_auth(ADMIN)).json()) == len(
+            demo_documents()
+        )
 
 
 def test_vector_store_down_gives_503_and_readyz_fails(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, admin_key=ADMIN, create_demo_bot=False,  # type: ignore[call-arg]
-                        chroma_url="http://127.0.0.1:9")
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        admin_key=ADMIN,
+        create_demo_bot=False,  # type: ignore[call-arg]
+        chroma_url="http://127.0.0.1:9",
+    )
     app = create_app(settings, backend=ScriptedBackend())
     with TestClient(app) as client:
         with transaction(app.state.sessions) as session:
             a = create_bot(session, BotCreate(slug="a", name="a"), base_model="x")
-            b = create_bot(session, BotCreate(slug="b", name="b", knowledge={"answer_without_context": True}),
-                           base_model="x")
+            b = create_bot(
+                session,
+                BotCreate(slug="b", name="b", knowledge={"answer_without_context": True}),
+                base_model="x",
+            )
             key = create_key(session, bots=[a, b])[1]
             from api.models import Document
 
             for bot in (a, b):  # as if documents had been ingested while the store was up
-                session.add(Document(id="doc_x", bot_id=bot.id, source="x.md", content_hash="h", chunk_count=1))
+                session.add(
+                    Document(
+                        id="doc_x", bot_id=bot.id, source="x.md", content_hash="h", chunk_count=1
+                    )
+                )
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["checks"]["vector_store"] == "unreachable"
         chat = {"messages": [{"role": "user", "content": "hello?"}]}
@@ -245,7 +350,9 @@ def test_vector_store_down_gives_503_and_readyz_fails(tmp_path: Path) -> None:
         assert row.flags == ["no_context"]
 
 
-def test_cli_ingest_reports_bad_files_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_ingest_reports_bad_files_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from api.cli import app as cli
@@ -267,7 +374,9 @@ def test_cli_ingest_reports_bad_files_and_exits_1(tmp_path: Path, monkeypatch: p
     assert r.exit_code == 0 and "w: 0 ingested, 1 unchanged" in r.output
 
 
-def test_cli_ingests_a_documentation_site_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_ingests_a_documentation_site_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from api.cli import app as cli
@@ -281,44 +390,71 @@ def test_cli_ingests_a_documentation_site_as_it_is(tmp_path: Path, monkeypatch: 
     assert r.exit_code == 0, r.output  # assets and boilerplate are not failures
     assert "a sphinx site" in r.output
     summary = r.output.strip().splitlines()[-1]
-    assert summary.startswith("q: 3 ingested, 0 unchanged, 14 skipped (1 hidden, 1 navigation only, "
-                              "12 site boilerplate), 0 failed · ")
+    assert summary.startswith(
+        "q: 3 ingested, 0 unchanged, 14 skipped (1 hidden, 1 navigation only, "
+        "12 site boilerplate), 0 failed · "
+    )
     assert "chunks/s" in summary and "✗" not in r.output
     listed = runner.invoke(cli, ["documents", "list", "q"], env={"COLUMNS": "200"}).output
     assert "usage/prune.html" in listed and "_sources" not in listed and "genindex" not in listed
-    r = runner.invoke(cli, ["ingest", "q", str(site), "--exclude", "usage/*", "--include", "*.html"])
+    r = runner.invoke(
+        cli, ["ingest", "q", str(site), "--exclude", "usage/*", "--include", "*.html"]
+    )
     assert r.exit_code == 0 and "q: 0 ingested, 2 unchanged" in r.output
-
-
 
 
 def test_changing_the_embedding_model_reembeds_as_a_job(tmp_path: Path) -> None:
     from tests.serving.knowledge.tiny_instructor import build_tiny_instructor
 
     model_dir = build_tiny_instructor(tmp_path / "tiny-instructor")
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", admin_key=ADMIN,  # type: ignore[call-arg]
-                        create_demo_bot=False)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        admin_key=ADMIN,  # type: ignore[call-arg]
+        create_demo_bot=False,
+    )
     app = create_app(settings, backend=ScriptedBackend())
     with TestClient(app) as client:
-        client.post("/api/bots", headers=_auth(ADMIN), json={"slug": "re", "name": "Re", "knowledge": {"guard": False}})
+        client.post(
+            "/api/bots",
+            headers=_auth(ADMIN),
+            json={"slug": "re", "name": "Re", "knowledge": {"guard": False}},
+        )
         files = [("files", (p.name, p.read_bytes())) for p in demo_documents()[:2]]
-        assert client.post("/api/bots/re/documents", headers=_auth(ADMIN), files=files).status_code == 200
+        assert (
+            client.post("/api/bots/re/documents", headers=_auth(ADMIN), files=files).status_code
+            == 200
+        )
         bot_id = doc_id_bot(client, "re")
         new_spec = f"instructor:{model_dir}"
         config = client.get("/api/bots/re/knowledge", headers=_auth(ADMIN)).json()
-        r = client.put("/api/bots/re/knowledge", headers=_auth(ADMIN), json={
-            **config, "embedder": new_spec,
-            "document_instruction": "Represent the lamp manual for retrieval:",
-            "query_instruction": "Represent the customer question for retrieving manuals:"})
+        r = client.put(
+            "/api/bots/re/knowledge",
+            headers=_auth(ADMIN),
+            json={
+                **config,
+                "embedder": new_spec,
+                "document_instruction": "Represent the lamp manual for retrieval:",
+                "query_instruction": "Represent the customer question for retrieving manuals:",
+            },
+        )
         assert r.status_code == 202
-        assert r.json()["knowledge"]["embedder"] is None  # not switched until every document is re-embedded
+        assert (
+            r.json()["knowledge"]["embedder"] is None
+        )  # not switched until every document is re-embedded
         job_url = f"/api/jobs/{r.json()['job']['id']}"
         deadline = time.monotonic() + 120
-        while (job := client.get(job_url, headers=_auth(ADMIN)).json())["status"] in ("queued", "running"):
+        while (job := client.get(job_url, headers=_auth(ADMIN)).json())["status"] in (
+            "queued",
+            "running",
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert job["status"] == "succeeded", job
-        assert client.get("/api/bots/re/knowledge", headers=_auth(ADMIN)).json()["embedder"] == new_spec
+        assert (
+            client.get("/api/bots/re/knowledge", headers=_auth(ADMIN)).json()["embedder"]
+            == new_spec
+        )
         docs = client.get("/api/bots/re/documents", headers=_auth(ADMIN)).json()
         assert {d["embedder"] for d in docs} == {new_spec}
         runtime = client.app.state.runtime  # type: ignore[attr-defined]
@@ -327,6 +463,12 @@ def test_changing_the_embedding_model_reembeds_as_a_job(tmp_path: Path) -> None:
         assert new_base.retriever.search(bot_id, "pair a lamp", k=3)  # the new collection answers
         assert old_base.retriever.search(bot_id, "pair a lamp", k=3) == []  # the old one is gone
         key = create_key_for(client, "re")
-        r = client.post("/v1/chat/completions", headers=_auth(key),
-                        json={"model": "re", "messages": [{"role": "user", "content": "How do I pair a lamp?"}]})
+        r = client.post(
+            "/v1/chat/completions",
+            headers=_auth(key),
+            json={
+                "model": "re",
+                "messages": [{"role": "user", "content": "How do I pair a lamp?"}],
+            },
+        )
         assert r.status_code == 200 and r.json()["citations"]

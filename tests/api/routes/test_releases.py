@@ -34,6 +34,7 @@ from serving.backend import (
 from tests.api.conftest import Harness, chat_body, harness_with
 from tests.api.routes.test_chat import assert_envelope
 from tests.fakes import ScriptedBackend
+from tests.support.databases import open_sessions
 from tests.support.servers import serve_app
 from tests.support.stub_upstream import create_app as create_stub
 
@@ -61,13 +62,19 @@ class CandidateBackend(ScriptedBackend):
         self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
     ) -> AsyncIterator[StreamEvent]:
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-        behaviour = next((b for key, b in self.misbehave.items() if key == adapter or key in system), None)
+        behaviour = next(
+            (b for key, b in self.misbehave.items() if key == adapter or key in system), None
+        )
         if behaviour is None and adapter not in self.answers:
             return super().stream(messages, params, adapter)
         return self._special(behaviour, list(messages), params, adapter)
 
     async def _special(
-        self, behaviour: str | None, messages: list[ChatMessage], params: GenerationParams, adapter: str | None
+        self,
+        behaviour: str | None,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        adapter: str | None,
     ) -> AsyncIterator[StreamEvent]:
         self.calls.append((messages, params, adapter))
         if behaviour == "hang":
@@ -80,8 +87,6 @@ class CandidateBackend(ScriptedBackend):
         for word in words:
             yield TextDelta(word)
         yield Finished("stop", sum(len(m["content"].split()) for m in messages), len(words))
-
-
 
 
 @pytest.fixture
@@ -106,8 +111,13 @@ def post(h: Harness, path: str) -> Any:
 
 def audit(h: Harness, action: str) -> list[AuditEntry]:
     with transaction(h.client.app.state.sessions) as session:  # type: ignore[attr-defined]
-        return list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)
-                                    .order_by(AuditEntry.created_at)))
+        return list(
+            session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.action == action)
+                .order_by(AuditEntry.created_at)
+            )
+        )
 
 
 def live_release_id(h: Harness) -> str:
@@ -130,39 +140,69 @@ def test_releases_are_versioned_and_never_change(h: Harness) -> None:
     [v1] = h.client.get("/api/bots/acme/releases", headers=admin(h)).json()
     assert v1["version"] == 1 and v1["status"] == "live" and v1["base_model"] == "scripted-model"
 
-    v2 = new_release(h, adapter="acme-support-v2", adapter_path="/adapters/v2", mode="adapter+rag",
-                     system_prompt="You are Acme's tuned bot.", notes="first tune")
+    v2 = new_release(
+        h,
+        adapter="acme-support-v2",
+        adapter_path="/adapters/v2",
+        mode="adapter+rag",
+        system_prompt="You are Acme's tuned bot.",
+        notes="first tune",
+    )
     assert v2["version"] == 2 and v2["status"] == "retired" and v2["base_model"] == "scripted-model"
     assert v2["id"].startswith("rel_") and v2["candidate"] is False
     # A change is a new release: based_on copies the rest, the original stays as it was.
     v3 = new_release(h, based_on=v2["id"], system_prompt="Shorter answers.")
     assert (v3["version"], v3["adapter"], v3["mode"], v3["system_prompt"]) == (
-        3, "acme-support-v2", "adapter+rag", "Shorter answers.")
-    v4 = new_release(h, based_on="v3", adapter=None, mode="rag")  # by version, and an explicit removal
-    assert v4["adapter"] is None and v4["adapter_path"] is None and v4["system_prompt"] == "Shorter answers."
+        3,
+        "acme-support-v2",
+        "adapter+rag",
+        "Shorter answers.",
+    )
+    v4 = new_release(
+        h, based_on="v3", adapter=None, mode="rag"
+    )  # by version, and an explicit removal
+    assert (
+        v4["adapter"] is None
+        and v4["adapter_path"] is None
+        and v4["system_prompt"] == "Shorter answers."
+    )
 
     listed = h.client.get("/api/bots/acme/releases", headers=admin(h)).json()
     assert [r["version"] for r in listed] == [4, 3, 2, 1]
     assert h.client.get(f"/api/bots/acme/releases/{v2['id']}", headers=admin(h)).json() == {**v2}
     assert h.client.get("/api/bots/acme/releases/v2", headers=admin(h)).json()["id"] == v2["id"]
     # No way to edit one.
-    assert_envelope(h.client.patch(f"/api/bots/acme/releases/{v2['id']}", headers=admin(h), json={}), 405)
+    assert_envelope(
+        h.client.patch(f"/api/bots/acme/releases/{v2['id']}", headers=admin(h), json={}), 405
+    )
     [created] = [a for a in audit(h, "release.create") if a.entity_id == v2["id"]]
     assert created.after is not None and created.after["adapter"] == "acme-support-v2"
 
 
 def test_release_validation_uses_the_error_envelope(h: Harness) -> None:
     url = "/api/bots/acme/releases"
-    assert_envelope(h.client.post(url, headers=admin(h), json={"mode": "adapter"}), 400, param="adapter")
-    assert_envelope(h.client.post(url, headers=admin(h), json={"mode": "holding", "adapter": "x-v1"}), 400,
-                    param="adapter")
-    assert_envelope(h.client.post(url, headers=admin(h), json={"adapter_path": "/a"}), 400, param="adapter")
+    assert_envelope(
+        h.client.post(url, headers=admin(h), json={"mode": "adapter"}), 400, param="adapter"
+    )
+    assert_envelope(
+        h.client.post(url, headers=admin(h), json={"mode": "holding", "adapter": "x-v1"}),
+        400,
+        param="adapter",
+    )
+    assert_envelope(
+        h.client.post(url, headers=admin(h), json={"adapter_path": "/a"}), 400, param="adapter"
+    )
     assert_envelope(h.client.post(url, headers=admin(h), json={"mode": "nonsense"}), 400)
     assert_envelope(h.client.post(url, headers=admin(h), json={"adapter": "bad name!"}), 400)
     new_release(h, adapter="acme-v2", adapter_path="/adapters/one")
     # The same adapter name for other weights would make "nothing is reloaded in place" a lie.
-    assert_envelope(h.client.post(url, headers=admin(h), json={"adapter": "acme-v2", "adapter_path": "/adapters/two"}),
-                    409, code="adapter_name_taken")
+    assert_envelope(
+        h.client.post(
+            url, headers=admin(h), json={"adapter": "acme-v2", "adapter_path": "/adapters/two"}
+        ),
+        409,
+        code="adapter_name_taken",
+    )
     assert_envelope(h.client.post("/api/bots/nobody/releases", headers=admin(h), json={}), 404)
     assert_envelope(h.client.get("/api/bots/acme/releases/rel_missing", headers=admin(h)), 404)
     assert_envelope(h.client.get("/api/bots/acme/releases/v99", headers=admin(h)), 404)
@@ -183,7 +223,9 @@ def test_attach_loads_the_adapter_first_and_the_next_request_shadows(h: Harness)
     v2 = new_release(h, adapter="acme-support-v2", adapter_path="/adapters/v2")
     r = post(h, f"/{v2['id']}/attach")
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "candidate" and backend.loaded == {"acme-support-v2": "/adapters/v2"}
+    assert r.json()["status"] == "candidate" and backend.loaded == {
+        "acme-support-v2": "/adapters/v2"
+    }
     # The change applies at once (cached bot lookups were dropped), not after the cache TTL.
     exchange_id = chat(h).headers["x-exchange-id"]
     with transaction(h.client.app.state.sessions) as session:  # type: ignore[attr-defined]
@@ -195,7 +237,9 @@ def test_attach_loads_the_adapter_first_and_the_next_request_shadows(h: Harness)
     r = post(h, f"/{v2['id']}/detach")
     assert r.json()["status"] == "retired"
     assert [a.action for a in audit(h, "release.attach") + audit(h, "release.detach")] == [
-        "release.attach", "release.detach"]
+        "release.attach",
+        "release.detach",
+    ]
     # The live release cannot be a candidate of itself.
     assert_envelope(post(h, f"/{live_release_id(h)}/attach"), 409, code="release_is_live")
 
@@ -204,15 +248,32 @@ def test_attach_refuses_an_adapter_the_backend_cannot_serve(settings: Settings) 
     # The plain scripted backend, like the transformers one, cannot load adapters.
     with harness_with(settings, ScriptedBackend()) as h:
         v2 = new_release(h, adapter="acme-support-v2", adapter_path="/adapters/v2")
-        body = assert_envelope(post(h, f"/{v2['id']}/attach"), 400, code="adapter_load_failed", param="adapter")
+        body = assert_envelope(
+            post(h, f"/{v2['id']}/attach"), 400, code="adapter_load_failed", param="adapter"
+        )
         assert "cannot load adapters" in body["message"]
-        v3 = new_release(h, adapter="preloaded-v3")  # no path: only a backend serving adapters can have it
+        v3 = new_release(
+            h, adapter="preloaded-v3"
+        )  # no path: only a backend serving adapters can have it
         assert_envelope(post(h, f"/{v3['id']}/attach"), 400, code="adapter_unsupported")
-        assert_envelope(h.client.post("/api/bots/acme/releases", headers=admin(h),
-                                      json={"adapter": "acme-v4", "adapter_path": "/a/v4", "candidate": True}),
-                        400, code="adapter_load_failed")
-        statuses = {r["version"]: r["status"] for r in h.client.get("/api/bots/acme/releases", headers=admin(h)).json()}
-        assert statuses == {1: "live", 2: "retired", 3: "retired"}  # nothing attached, v4 never stored
+        assert_envelope(
+            h.client.post(
+                "/api/bots/acme/releases",
+                headers=admin(h),
+                json={"adapter": "acme-v4", "adapter_path": "/a/v4", "candidate": True},
+            ),
+            400,
+            code="adapter_load_failed",
+        )
+        statuses = {
+            r["version"]: r["status"]
+            for r in h.client.get("/api/bots/acme/releases", headers=admin(h)).json()
+        }
+        assert statuses == {
+            1: "live",
+            2: "retired",
+            3: "retired",
+        }  # nothing attached, v4 never stored
         # A release without an adapter attaches on any backend.
         v5 = new_release(h, system_prompt="Try this prompt.", candidate=True)
         assert v5["status"] == "candidate"
@@ -236,8 +297,13 @@ def test_promote_moves_the_alias_at_once_and_audits_it(h: Harness) -> None:
     backend: CandidateBackend = h.backend  # type: ignore[assignment]
     v1 = live_release_id(h)
     chat(h)
-    v2 = new_release(h, adapter="acme-support-v2", adapter_path="/adapters/v2", system_prompt="Tuned prompt.",
-                     candidate=True)
+    v2 = new_release(
+        h,
+        adapter="acme-support-v2",
+        adapter_path="/adapters/v2",
+        system_prompt="Tuned prompt.",
+        candidate=True,
+    )
     r = post(h, f"/{v2['id']}/promote")
     assert r.status_code == 200, r.text
     assert r.json() == {"bot": "acme", "action": "release.promote", "before": v1, "after": v2["id"]}
@@ -252,8 +318,14 @@ def test_promote_moves_the_alias_at_once_and_audits_it(h: Harness) -> None:
     assert entry.before == {"live_release_id": v1}
     assert entry.after == {"live_release_id": v2["id"], "version": 2}
     assert (entry.actor, entry.actor_id) == ("bootstrap admin", None)
-    listed = {r["version"]: r for r in h.client.get("/api/bots/acme/releases", headers=admin(h)).json()}
-    assert (listed[1]["status"], listed[2]["status"], listed[2]["candidate"]) == ("retired", "live", False)
+    listed = {
+        r["version"]: r for r in h.client.get("/api/bots/acme/releases", headers=admin(h)).json()
+    }
+    assert (listed[1]["status"], listed[2]["status"], listed[2]["candidate"]) == (
+        "retired",
+        "live",
+        False,
+    )
     assert_envelope(post(h, f"/{v2['id']}/promote"), 409, code="already_live")
 
 
@@ -263,8 +335,12 @@ def test_rollback_walks_back_through_promotions(h: Harness) -> None:
     assert_envelope(post(h, "/rollback"), 409, code="nothing_to_roll_back")
     post(h, f"/{v2['id']}/promote")
     post(h, f"/{v3['id']}/promote")
-    assert post(h, "/rollback").json() == {"bot": "acme", "action": "release.rollback", "before": v3["id"],
-                                            "after": v2["id"]}
+    assert post(h, "/rollback").json() == {
+        "bot": "acme",
+        "action": "release.rollback",
+        "before": v3["id"],
+        "after": v2["id"],
+    }
     assert live_release_id(h) == v2["id"]
     chat(h)
     assert h.exchanges()[-1].release_id == v2["id"]
@@ -274,7 +350,10 @@ def test_rollback_walks_back_through_promotions(h: Harness) -> None:
     post(h, f"/{v3['id']}/promote")
     assert post(h, "/rollback").json()["after"] == v1
     [last] = audit(h, "release.rollback")[-1:]
-    assert last.before == {"live_release_id": v3["id"]} and last.after == {"live_release_id": v1, "version": 1}
+    assert last.before == {"live_release_id": v3["id"]} and last.after == {
+        "live_release_id": v1,
+        "version": 1,
+    }
 
 
 def test_requests_in_flight_finish_on_the_release_they_started_with(h: Harness) -> None:
@@ -285,7 +364,9 @@ def test_requests_in_flight_finish_on_the_release_they_started_with(h: Harness) 
     results: list[Any] = []
 
     def slow_request() -> None:
-        results.append(h.client.post("/v1/chat/completions", json=chat_body(stream=True), headers=h.auth()))
+        results.append(
+            h.client.post("/v1/chat/completions", json=chat_body(stream=True), headers=h.auth())
+        )
 
     thread = threading.Thread(target=slow_request)
     thread.start()
@@ -301,7 +382,10 @@ def test_requests_in_flight_finish_on_the_release_they_started_with(h: Harness) 
     assert backend.calls[0][2] is None  # generated without the new adapter
     chat(h)
     assert backend.calls[-1][2] == "acme-support-v2"
-    assert [(e.release_id, e.status) for e in h.exchanges()] == [(v1, "completed"), (v2["id"], "completed")]
+    assert [(e.release_id, e.status) for e in h.exchanges()] == [
+        (v1, "completed"),
+        (v2["id"], "completed"),
+    ]
 
 
 def test_concurrent_promotions_cannot_both_win(h: Harness) -> None:
@@ -322,11 +406,15 @@ def test_concurrent_promotions_cannot_both_win(h: Harness) -> None:
 
 def test_a_bot_without_a_trusted_model_goes_live_with_a_holding_release(h: Harness) -> None:
     backend: CandidateBackend = h.backend  # type: ignore[assignment]
-    holding = new_release(h, mode="holding", holding_message="A person will answer you by email shortly.")
+    holding = new_release(
+        h, mode="holding", holding_message="A person will answer you by email shortly."
+    )
     post(h, f"/{holding['id']}/promote")
     calls = len(backend.calls)
     r = chat(h)
-    assert r.json()["choices"][0]["message"]["content"] == "A person will answer you by email shortly."
+    assert (
+        r.json()["choices"][0]["message"]["content"] == "A person will answer you by email shortly."
+    )
     assert len(backend.calls) == calls  # no model involved
 
 
@@ -357,13 +445,27 @@ def test_releases_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv("COLUMNS", "200")  # rich tables fit the terminal
         assert runner.invoke(cli, ["bots", "create", "acme"]).exit_code == 0
 
-        r = runner.invoke(cli, ["releases", "create", "acme", "--adapter", "acme-support-v2",
-                                "--adapter-path", "/adapters/v2", "--mode", "adapter+rag"])
+        r = runner.invoke(
+            cli,
+            [
+                "releases",
+                "create",
+                "acme",
+                "--adapter",
+                "acme-support-v2",
+                "--adapter-path",
+                "/adapters/v2",
+                "--mode",
+                "adapter+rag",
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert "v2" in r.output and "retired" in r.output
         r = runner.invoke(cli, ["releases", "attach", "acme", "v2"])
         assert r.exit_code == 0 and "candidate" in r.output, r.output
-        assert stub.adapters == {"acme-support-v2": "/adapters/v2"}  # loaded into the shared upstream
+        assert stub.adapters == {
+            "acme-support-v2": "/adapters/v2"
+        }  # loaded into the shared upstream
         r = runner.invoke(cli, ["releases", "promote", "acme", "2"])
         assert r.exit_code == 0 and "promoted" in r.output, r.output
         listed = runner.invoke(cli, ["releases", "list", "acme"]).output
@@ -372,21 +474,27 @@ def test_releases_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert r.exit_code == 0 and "rolled back" in r.output, r.output
         r = runner.invoke(cli, ["releases", "rollback", "acme"])
         assert r.exit_code == 1 and "no earlier release" in r.output
-        r = runner.invoke(cli, ["releases", "create", "acme", "--adapter", "acme-broken-v3",
-                                "--adapter-path", "/missing/v3", "--candidate"])
+        r = runner.invoke(
+            cli,
+            [
+                "releases",
+                "create",
+                "acme",
+                "--adapter",
+                "acme-broken-v3",
+                "--adapter-path",
+                "/missing/v3",
+                "--candidate",
+            ],
+        )
         assert r.exit_code == 1 and "Could not load adapter" in r.output
         r = runner.invoke(cli, ["releases", "create", "acme", "--mode", "nonsense"])
         assert r.exit_code == 2 and "mode" in r.output
 
-        with transaction(_cli_sessions(tmp_path)) as session:
+        settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+        with open_sessions(settings) as sessions, transaction(sessions) as session:
             bot = get_bot(session, "acme")
             assert bot.live_release is not None and bot.live_release.version == 1
             actors = {a.actor for a in session.scalars(select(AuditEntry))}
             assert actors == {"cli"}
             assert session.scalar(select(Exchange.id)) is None
-
-
-def _cli_sessions(data_dir: Path) -> Any:
-    from api.db import make_engine, make_session_factory
-
-    return make_session_factory(make_engine(Settings(_env_file=None, data_dir=data_dir)))  # type: ignore[call-arg]

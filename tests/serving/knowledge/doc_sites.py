@@ -56,8 +56,14 @@ give the space back to the file system.</p></section>""",
         """<p>Removes archives that a retention policy does not keep, for example
 <code>--keep-daily 7 --keep-weekly 4</code> keeps a week of daily and a month of weekly archives.</p>""",
     ),
-    "genindex.html": ("Index", '<h1 id="index">Index</h1><div class="genindex-jumpbox"><a href="#A">A</a></div>'),
-    "search.html": ("Search", "<p>Please activate JavaScript to enable the search functionality.</p>"),
+    "genindex.html": (
+        "Index",
+        '<h1 id="index">Index</h1><div class="genindex-jumpbox"><a href="#A">A</a></div>',
+    ),
+    "search.html": (
+        "Search",
+        "<p>Please activate JavaScript to enable the search functionality.</p>",
+    ),
 }
 
 MKDOCS_PAGE = """<!doctype html>
@@ -78,7 +84,10 @@ MKDOCS_PAGE = """<!doctype html>
 """
 
 MKDOCS_PAGES = {
-    "index.html": ("Quillon API", "<p>The Quillon API lets you manage backup repositories over HTTP.</p>"),
+    "index.html": (
+        "Quillon API",
+        "<p>The Quillon API lets you manage backup repositories over HTTP.</p>",
+    ),
     "tokens/index.html": (
         "Tokens",
         """<h2 id="rotate">Rotating a token</h2><p>Tokens expire after 90 days. Call
@@ -96,7 +105,9 @@ def build_sphinx_site(root: Path) -> Path:
         path.write_text(SPHINX_PAGE.format(title=title, body=body), encoding="utf-8")
     sources = root / "_sources"
     (sources / "usage").mkdir(parents=True)
-    (sources / "quickstart.rst.txt").write_text("Quick start\n===========\n\nQuillon keeps copies.\n")
+    (sources / "quickstart.rst.txt").write_text(
+        "Quick start\n===========\n\nQuillon keeps copies.\n"
+    )
     (sources / "faq.rst.txt").write_text("FAQ\n===\n\nDeleting does not free space.\n")
     (sources / "usage" / "prune.rst.txt").write_text("prune\n=====\n\nRemoves archives.\n")
     static = root / "_static"
@@ -122,7 +133,9 @@ def build_mkdocs_site(root: Path) -> Path:
         path.write_text(MKDOCS_PAGE.format(title=title, body=body, up=up), encoding="utf-8")
     (root / "search").mkdir()
     (root / "search" / "search_index.json").write_text('{"config": {}, "docs": []}')
-    (root / "404.html").write_text(MKDOCS_PAGE.format(title="404", body="<p>Page not found</p>", up=""))
+    (root / "404.html").write_text(
+        MKDOCS_PAGE.format(title="404", body="<p>Page not found</p>", up="")
+    )
     (root / "sitemap.xml").write_text("<urlset></urlset>")
     (root / "assets" / "stylesheets").mkdir(parents=True)
     (root / "assets" / "stylesheets" / "main.css").write_text("body{}")

@@ -131,6 +131,7 @@ def test_embedding_text_carries_title_and_heading_path() -> None:
 def test_token_sized_chunks_use_the_given_length() -> None:
     text = " ".join(f"word{i}" for i in range(500))
     doc = ParsedDocument("a.txt", "text", "A", [Section((), [Block("text", text)])], "h", 0)
+
     def count_words(s: str) -> int:
         return len(s.split())
 

@@ -134,7 +134,9 @@ def test_an_exact_product_name_is_found_next_to_similar_documents(demo_kb: Knowl
         "on the heating element.\n\n## Descaling\n\nDescale it every month with citric acid.\n"
     )
     assert demo_kb.ingest_bytes("demo", page.encode(), "quillon-kettle.md").ok
-    passages = demo_kb.retriever.search("demo", "How long is the warranty on the Quillon Kettle?", k=3)
+    passages = demo_kb.retriever.search(
+        "demo", "How long is the warranty on the Quillon Kettle?", k=3
+    )
     assert passages[0].source == "quillon-kettle.md"
     assert passages[0].heading_path == ("Quillon Kettle", "Warranty")
     assert "five-year warranty" in passages[0].text

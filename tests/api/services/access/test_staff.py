@@ -10,7 +10,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.db import make_engine, make_session_factory, transaction
+from api.db import transaction
 from api.errors import AuthenticationFailed, Conflict, InvalidRequest
 from api.models import AuditEntry, StaffUser
 from api.services.access import staff
@@ -26,6 +26,7 @@ from api.services.bots.management import get_bot
 from api.settings import Settings
 from tests.api.conftest import Harness
 from tests.api.review_fixtures import PASSWORD, db
+from tests.support.databases import open_sessions
 
 runner = CliRunner()
 
@@ -33,21 +34,36 @@ runner = CliRunner()
 def test_users_passwords_roles_and_access(harness: Harness) -> None:
     with db(harness) as session:
         acme = get_bot(session, "acme")
-        user = staff.create_user(session, CLI_ACTOR, email=" Rev@Acme.TEST ", password=PASSWORD, role="reviewer",
-                                 bots=[acme])
+        user = staff.create_user(
+            session,
+            CLI_ACTOR,
+            email=" Rev@Acme.TEST ",
+            password=PASSWORD,
+            role="reviewer",
+            bots=[acme],
+        )
         assert user.email == "rev@acme.test" and user.password_hash.startswith("$argon2id$")
         assert PASSWORD not in user.password_hash
         for bad in ({"email": "nope"}, {"password": "short"}, {"role": "owner"}):
             with pytest.raises(InvalidRequest):
-                staff.create_user(session, CLI_ACTOR, **{"email": "x@y.test", "password": PASSWORD, "role": "admin",
-                                                         **bad})
+                staff.create_user(
+                    session,
+                    CLI_ACTOR,
+                    **{"email": "x@y.test", "password": PASSWORD, "role": "admin", **bad},
+                )
         with pytest.raises(Conflict):
-            staff.create_user(session, CLI_ACTOR, email="rev@acme.test", password=PASSWORD, role="reviewer")
+            staff.create_user(
+                session, CLI_ACTOR, email="rev@acme.test", password=PASSWORD, role="reviewer"
+            )
         assert can_review(user, acme.id) and not can_review(user, get_bot(session, "globex").id)
-        admin = staff.create_user(session, CLI_ACTOR, email="boss@shadowdesk.test", password=PASSWORD, role="admin")
+        admin = staff.create_user(
+            session, CLI_ACTOR, email="boss@shadowdesk.test", password=PASSWORD, role="admin"
+        )
         assert can_review(Actor.of_user(admin), get_bot(session, "globex").id)
     with db(harness) as session:
-        assert staff.authenticate_password(session, "REV@acme.test", PASSWORD).email == "rev@acme.test"
+        assert (
+            staff.authenticate_password(session, "REV@acme.test", PASSWORD).email == "rev@acme.test"
+        )
         for email, password in (("rev@acme.test", PASSWORD + "x"), ("nobody@acme.test", PASSWORD)):
             with pytest.raises(AuthenticationFailed, match="Wrong email or password"):
                 staff.authenticate_password(session, email, password)
@@ -56,17 +72,30 @@ def test_users_passwords_roles_and_access(harness: Harness) -> None:
     with db(harness) as session:
         with pytest.raises(AuthenticationFailed):
             staff.authenticate_password(session, "rev@acme.test", PASSWORD)
-        actions = session.scalars(select(AuditEntry.action).where(AuditEntry.entity == "staff_user")).all()
-        assert sorted(actions) == ["staff.create", "staff.create", "staff.deactivate", "staff.grant"]
+        actions = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.entity == "staff_user")
+        ).all()
+        assert sorted(actions) == [
+            "staff.create",
+            "staff.create",
+            "staff.deactivate",
+            "staff.grant",
+        ]
         grant = session.scalar(select(AuditEntry).where(AuditEntry.action == "staff.grant"))
-        assert grant is not None and grant.before["bots"] == ["acme"] and grant.after["bots"] == ["acme", "globex"]
+        assert (
+            grant is not None
+            and grant.before["bots"] == ["acme"]
+            and grant.after["bots"] == ["acme", "globex"]
+        )
 
 
 def test_sessions_expire_and_end_with_password_change_or_deactivation(harness: Harness) -> None:
     clock = [1_000_000.0]
     codec = SessionCodec("s" * 40, ttl_s=3600, clock=lambda: clock[0])
     with db(harness) as session:
-        user = staff.create_user(session, CLI_ACTOR, email="rev@acme.test", password=PASSWORD, role="reviewer")
+        user = staff.create_user(
+            session, CLI_ACTOR, email="rev@acme.test", password=PASSWORD, role="reviewer"
+        )
         cookie, data = codec.issue(user)
         actor, read = resolve_session(session, codec, cookie)  # type: ignore[misc]
         assert actor.id == user.id and read.csrf == data.csrf
@@ -101,7 +130,11 @@ def test_login_brake_per_email_and_client() -> None:
 
 
 def test_production_refuses_a_missing_session_secret(tmp_path: Path) -> None:
-    base = {"_env_file": None, "environment": "production", "database_url": "postgresql+psycopg://x@y/z"}
+    base = {
+        "_env_file": None,
+        "environment": "production",
+        "database_url": "postgresql+psycopg://x@y/z",
+    }
     with pytest.raises(ValueError, match="SESSION_SECRET"):
         Settings(**base)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="SESSION_SECRET"):
@@ -118,23 +151,42 @@ def test_staff_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHADOWDESK_DATABASE_URL", raising=False)
     assert runner.invoke(cli, ["bots", "create", "acme"]).exit_code == 0
     assert runner.invoke(cli, ["bots", "create", "globex"]).exit_code == 0
-    r = runner.invoke(cli, ["staff", "create", "--email", "rev@acme.test", "--name", "Rev", "--bot", "acme",
-                            "--password", PASSWORD])
+    r = runner.invoke(
+        cli,
+        [
+            "staff",
+            "create",
+            "--email",
+            "rev@acme.test",
+            "--name",
+            "Rev",
+            "--bot",
+            "acme",
+            "--password",
+            PASSWORD,
+        ],
+    )
     assert r.exit_code == 0 and "created reviewer rev@acme.test" in r.output, r.output
-    r = runner.invoke(cli, ["staff", "create", "--email", "boss@acme.test", "--role", "admin"],
-                      input=f"{PASSWORD}\n{PASSWORD}\n")
+    r = runner.invoke(
+        cli,
+        ["staff", "create", "--email", "boss@acme.test", "--role", "admin"],
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
     assert r.exit_code == 0, r.output
     assert PASSWORD not in r.output  # the prompt hides it
     r = runner.invoke(cli, ["staff", "create", "--email", "rev@acme.test", "--password", PASSWORD])
     assert r.exit_code == 1 and "already exists" in r.output
-    r = runner.invoke(cli, ["staff", "create", "--email", "x@acme.test", "--bot", "nobody", "--password", PASSWORD])
+    r = runner.invoke(
+        cli,
+        ["staff", "create", "--email", "x@acme.test", "--bot", "nobody", "--password", PASSWORD],
+    )
     assert r.exit_code == 1 and "does not exist" in r.output
     assert runner.invoke(cli, ["staff", "grant", "rev@acme.test", "--bot", "globex"]).exit_code == 0
     assert runner.invoke(cli, ["staff", "deactivate", "rev@acme.test"]).exit_code == 0
     listed = runner.invoke(cli, ["staff", "list"]).output
     assert "rev@acme.test" in listed and "acme, globex" in listed and "boss@acme.test" in listed
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
-    with transaction(make_session_factory(make_engine(settings))) as session:
+    with open_sessions(settings) as sessions, transaction(sessions) as session:
         users = {u.email: u for u in session.scalars(select(StaffUser))}
         assert users["boss@acme.test"].role == "admin" and not users["rev@acme.test"].active
         assert staff.authenticate_password(session, "boss@acme.test", PASSWORD).role == "admin"

@@ -23,18 +23,23 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import make_engine, make_session_factory, transaction
+from api.db import transaction
 from api.models import Exchange, Job, ShadowAnswer
-from api.settings import Settings
 from tests.support.servers import ROOT, answers, free_port, stub_upstream_process, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-
 def shadowdesk(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout.strip().splitlines()[-1]
 
@@ -56,10 +61,28 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--log-level", "warning",
-             "--no-access-log"], env=self.env, cwd=ROOT)
-        wait_for(lambda: self.proc is not None and (self.proc.poll() is not None or answers(self.url + "/readyz")),
-                 timeout=60, what="the server")
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=self.env,
+            cwd=ROOT,
+        )
+        wait_for(
+            lambda: (
+                self.proc is not None
+                and (self.proc.poll() is not None or answers(self.url + "/readyz"))
+            ),
+            timeout=60,
+            what="the server",
+        )
         assert self.proc.poll() is None, "the server exited during startup"
 
     def kill(self) -> None:
@@ -79,21 +102,25 @@ class Server:
 
 def job_states(sessions: sessionmaker[Session]) -> dict[str, int]:
     with transaction(sessions) as session:
-        rows = session.execute(select(Job.status, func.count()).where(Job.kind == "shadow").group_by(Job.status))
+        rows = session.execute(
+            select(Job.status, func.count()).where(Job.kind == "shadow").group_by(Job.status)
+        )
         return {status: count for status, count in rows}
 
 
 def just_started(sessions: sessionmaker[Session]) -> bool:
     """A shadow job was claimed in the last 0.2 s: it has most of its 0.5 s generation ahead."""
     with transaction(sessions) as session:
-        started = session.scalar(select(Job.started_at).where(Job.kind == "shadow", Job.status == "running"))
+        started = session.scalar(
+            select(Job.started_at).where(Job.kind == "shadow", Job.status == "running")
+        )
     if started is None:
         return False
     return datetime.now(UTC) - started.replace(tzinfo=UTC) < timedelta(seconds=0.2)
 
 
 def test_sigkill_with_shadow_jobs_pending_loses_nothing_and_finishes_each_job_once(
-    tmp_path: Path, upstream: str
+    tmp_path: Path, upstream: str, data_dir_sessions: sessionmaker[Session]
 ) -> None:
     env = {
         **os.environ,
@@ -109,22 +136,40 @@ def test_sigkill_with_shadow_jobs_pending_loses_nothing_and_finishes_each_job_on
     shadowdesk(env, "bots", "create", "acme", "--max-tokens", "16")
     key = shadowdesk(env, "keys", "create", "--bot", "acme")
     # The stub answers the model name `stub-slow` after 0.5 s: a slow candidate.
-    shadowdesk(env, "releases", "create", "acme", "--adapter", "stub-slow", "--adapter-path", "/adapters/slow",
-               "--mode", "adapter", "--candidate")
-    sessions = make_session_factory(make_engine(Settings(_env_file=None, data_dir=tmp_path)))  # type: ignore[call-arg]
+    shadowdesk(
+        env,
+        "releases",
+        "create",
+        "acme",
+        "--adapter",
+        "stub-slow",
+        "--adapter-path",
+        "/adapters/slow",
+        "--mode",
+        "adapter",
+        "--candidate",
+    )
+    sessions = data_dir_sessions
 
     server = Server(env)
     answered: list[str] = []
     stop_chatting = threading.Event()
 
     def chat_until_killed() -> None:
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as client:
             i = 0
             while not stop_chatting.is_set():
                 i += 1
                 try:
-                    r = client.post("/v1/chat/completions", json={
-                        "model": "acme", "messages": [{"role": "user", "content": f"Question {i}: my lamp?"}]})
+                    r = client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": "acme",
+                            "messages": [{"role": "user", "content": f"Question {i}: my lamp?"}],
+                        },
+                    )
                 except httpx.HTTPError:
                     return  # the server died under us
                 assert r.status_code == 200, r.text
@@ -135,8 +180,11 @@ def test_sigkill_with_shadow_jobs_pending_loses_nothing_and_finishes_each_job_on
         clients = threading.Thread(target=chat_until_killed)
         clients.start()
         # Kill once the worker is early in a (half-second) job with more waiting behind it.
-        wait_for(lambda: job_states(sessions).get("queued", 0) >= 5 and just_started(sessions), timeout=60,
-                 what="a freshly started shadow job with a backlog")
+        wait_for(
+            lambda: job_states(sessions).get("queued", 0) >= 5 and just_started(sessions),
+            timeout=60,
+            what="a freshly started shadow job with a backlog",
+        )
         server.kill()
         stop_chatting.set()
         clients.join(15)
@@ -147,20 +195,32 @@ def test_sigkill_with_shadow_jobs_pending_loses_nothing_and_finishes_each_job_on
             stored = set(session.scalars(select(Exchange.id)))
             # Every answer a client received was durable first; every stored exchange owes a job.
             assert set(answered) <= stored and len(answered) >= 5
-            assert session.scalar(select(func.count()).select_from(Job).where(Job.kind == "shadow")) == len(stored)
+            assert session.scalar(
+                select(func.count()).select_from(Job).where(Job.kind == "shadow")
+            ) == len(stored)
             killed_job = session.scalar(select(Job.id).where(Job.status == "running"))
 
         server.start()
-        wait_for(lambda: set(job_states(sessions)) == {"succeeded"}, timeout=90, what="every shadow job to finish")
+        wait_for(
+            lambda: set(job_states(sessions)) == {"succeeded"},
+            timeout=90,
+            what="every shadow job to finish",
+        )
 
         with transaction(sessions) as session:
             jobs = list(session.scalars(select(Job).where(Job.kind == "shadow")))
             answers = list(session.scalars(select(ShadowAnswer)))
-            assert set(session.scalars(select(Exchange.id))) == stored  # nothing lost, nothing invented
-        assert len(jobs) == len(stored) and all(j.status == "succeeded" and j.attempts >= 1 for j in jobs)
+            assert (
+                set(session.scalars(select(Exchange.id))) == stored
+            )  # nothing lost, nothing invented
+        assert len(jobs) == len(stored) and all(
+            j.status == "succeeded" and j.attempts >= 1 for j in jobs
+        )
         # Exactly once: one answer per (exchange, candidate), each the stub's full answer.
         assert sorted(a.exchange_id for a in answers) == sorted(stored)
-        assert {a.status for a in answers} == {"completed"} and all(a.completion_tokens == 8 for a in answers)
+        assert {a.status for a in answers} == {"completed"} and all(
+            a.completion_tokens == 8 for a in answers
+        )
         assert all(a.latency_ms >= 500 for a in answers)  # really generated by the slow candidate
         # The job that was running when the server died was claimed again after its lease ran out.
         [resumed] = [j for j in jobs if j.id == killed_job]

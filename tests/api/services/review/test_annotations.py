@@ -54,8 +54,14 @@ class WordEmbed:
 
 def add(h: Harness, question: str, answer: str, bot: str = "acme") -> str:
     with db(h) as session:
-        return create_annotation(session, CLI_ACTOR, bot_id=get_bot(session, bot).id, question=question,
-                                 answer=answer, review_id=None).id
+        return create_annotation(
+            session,
+            CLI_ACTOR,
+            bot_id=get_bot(session, bot).id,
+            question=question,
+            answer=answer,
+            review_id=None,
+        ).id
 
 
 def bot_id(h: Harness, slug: str = "acme") -> str:
@@ -73,29 +79,39 @@ def test_a_correction_answers_the_very_next_similar_question(
     first = ask(harness, "How do I reset my password?")
     item_id = queue(harness, first)
     correction = "Open Settings > Security and choose Reset password."
-    r = harness.client.post(f"/api/review/items/{item_id}/review", headers=admin(harness),
-                            json={"verdict": "corrected", "corrected_text": correction})
+    r = harness.client.post(
+        f"/api/review/items/{item_id}/review",
+        headers=admin(harness),
+        json={"verdict": "corrected", "corrected_text": correction},
+    )
     assert r.status_code == 200, r.text
     annotation_id = r.json()["annotation_id"]
     calls = len(harness.backend.calls)
 
     def answer(question: str) -> tuple[str, str | None]:
-        r = harness.client.post("/v1/chat/completions", headers=harness.auth(),
-                                json={"model": "acme", "messages": [{"role": "user", "content": question}]})
+        r = harness.client.post(
+            "/v1/chat/completions",
+            headers=harness.auth(),
+            json={"model": "acme", "messages": [{"role": "user", "content": question}]},
+        )
         exchange = next(e for e in harness.exchanges() if e.id == r.headers["X-Exchange-Id"])
         return r.json()["choices"][0]["message"]["content"], exchange.annotation_id
 
     assert answer("how can I reset my password") == (correction, annotation_id)
     assert len(harness.backend.calls) == calls  # answered without the model
-    assert answer("How do I change my password?") == ("Hello from the bot.", None)  # similar, not near-identical
+    assert answer("How do I change my password?") == (
+        "Hello from the bot.",
+        None,
+    )  # similar, not near-identical
     assert answer("Do you sell gift cards?") == ("Hello from the bot.", None)
     metrics = harness.client.get("/api/review/bots/acme/metrics", headers=admin(harness)).json()
     assert metrics["annotations"]["hits"] == 1
     listed = harness.client.get("/api/review/bots/acme/annotations", headers=admin(harness)).json()
     assert [(a["id"], a["answered"]) for a in listed] == [(annotation_id, 1)]
 
-    r = harness.client.patch(f"/api/review/annotations/{annotation_id}", headers=admin(harness),
-                             json={"enabled": False})
+    r = harness.client.patch(
+        f"/api/review/annotations/{annotation_id}", headers=admin(harness), json={"enabled": False}
+    )
     assert r.status_code == 200 and r.json()["enabled"] is False
     assert answer("how can I reset my password") == ("Hello from the bot.", None)  # off at once
 
@@ -105,7 +121,9 @@ def test_match_threshold_cache_and_invalidation(harness: Harness) -> None:
     index = AnnotationIndex(sessions_of(harness), embed, recheck_s=3600)
     acme = bot_id(harness)
     assert index.match(acme, "reset password", 0.9) is None
-    assert index.known_empty(acme) and embed.embedded == []  # nothing to compare with: no embedding at all
+    assert (
+        index.known_empty(acme) and embed.embedded == []
+    )  # nothing to compare with: no embedding at all
     first = add(harness, "reset password", "Use the reset link.")
     index.invalidate(acme)
     match = index.match(acme, "Reset password!", 0.9)
@@ -128,7 +146,9 @@ def test_match_threshold_cache_and_invalidation(harness: Harness) -> None:
 
 def test_changes_from_elsewhere_are_seen_after_recheck(harness: Harness) -> None:
     clock = [0.0]
-    index = AnnotationIndex(sessions_of(harness), WordEmbed(), recheck_s=2.0, clock=lambda: clock[0])
+    index = AnnotationIndex(
+        sessions_of(harness), WordEmbed(), recheck_s=2.0, clock=lambda: clock[0]
+    )
     acme = bot_id(harness)
     assert index.match(acme, "reset password", 0.9) is None
     add(harness, "reset password", "Use the reset link.")  # another replica: no invalidate here
@@ -191,9 +211,16 @@ def test_switching_annotations_is_scoped_and_audited(harness: Harness) -> None:
         with pytest.raises(NotFound):
             set_enabled(session, reviewer, theirs, False)
     with db(harness) as session:
-        entries = session.scalars(select(AuditEntry).where(AuditEntry.entity_id == mine)
-                                  .order_by(AuditEntry.created_at, AuditEntry.id)).all()
-        assert [e.action for e in entries] == ["annotation.create", "annotation.disable", "annotation.enable"]
+        entries = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.entity_id == mine)
+            .order_by(AuditEntry.created_at, AuditEntry.id)
+        ).all()
+        assert [e.action for e in entries] == [
+            "annotation.create",
+            "annotation.disable",
+            "annotation.enable",
+        ]
         assert entries[1].actor == "rev@acme.test" and entries[1].after["enabled"] is False
     # A newer annotation of the same question takes over from the older one.
     newer = add(harness, "Reset password?", "Use the new reset page.")

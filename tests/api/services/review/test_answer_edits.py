@@ -18,15 +18,23 @@ def test_edit_distance_is_normalised() -> None:
 def test_word_diff_marks_replaced_words() -> None:
     spans = word_diff("Reset it in Settings > Account.", "Reset it under Settings > Security.")
     assert [(s.op, s.text) for s in spans] == [
-        ("equal", "Reset it "), ("delete", "in"), ("insert", "under"), ("equal", " Settings > "),
-        ("delete", "Account"), ("insert", "Security"), ("equal", "."),
+        ("equal", "Reset it "),
+        ("delete", "in"),
+        ("insert", "under"),
+        ("equal", " Settings > "),
+        ("delete", "Account"),
+        ("insert", "Security"),
+        ("equal", "."),
     ]
 
 
 def test_word_diff_joins_neighbouring_changes() -> None:
     spans = word_diff("Candidate says: hold it.", "Kestrel support: hold it.")
     assert [(s.op, s.text) for s in spans] == [
-        ("delete", "Candidate says"), ("insert", "Kestrel support"), ("equal", ": hold it.")]
+        ("delete", "Candidate says"),
+        ("insert", "Kestrel support"),
+        ("equal", ": hold it."),
+    ]
 
 
 @given(st.text(max_size=80), st.text(max_size=80))

@@ -21,50 +21,111 @@ from tests.api.conftest import Harness
 NEVER_SAMPLED = BotPolicy(review_sample_rate=0.0)
 
 
-def add_exchange(session: Session, question: str, *, answer: str = "An answer.", feedback: int | None = None,
-                 flags: list[str] | None = None, passages: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+def add_exchange(
+    session: Session,
+    question: str,
+    *,
+    answer: str = "An answer.",
+    feedback: int | None = None,
+    flags: list[str] | None = None,
+    passages: list[dict[str, Any]] | None = None,
+) -> tuple[str, str]:
     bot = session.scalar(select(Bot).where(Bot.slug == "acme"))
     assert bot is not None
     exchange_id = new_id("exch")
-    record_exchange(session, ExchangeRecord(
-        id=exchange_id, bot_id=bot.id, conversation_id="conv", release_id=bot.live_release_id, api_key_id=None,
-        messages=[{"role": "user", "content": question}], params={}, answer=answer, status="completed",
-        finish_reason="stop", error=None, streamed=False, prompt_tokens=1, completion_tokens=1, latency_ms=1.0,
-        ttft_ms=None, passages=passages or [], flags=flags or []))
+    record_exchange(
+        session,
+        ExchangeRecord(
+            id=exchange_id,
+            bot_id=bot.id,
+            conversation_id="conv",
+            release_id=bot.live_release_id,
+            api_key_id=None,
+            messages=[{"role": "user", "content": question}],
+            params={},
+            answer=answer,
+            status="completed",
+            finish_reason="stop",
+            error=None,
+            streamed=False,
+            prompt_tokens=1,
+            completion_tokens=1,
+            latency_ms=1.0,
+            ttft_ms=None,
+            passages=passages or [],
+            flags=flags or [],
+        ),
+    )
     session.flush()
     if feedback is not None:
         session.get_one(Exchange, exchange_id).feedback = feedback
     return bot.id, exchange_id
 
 
-def enqueue(session: Session, question: str, *, policy: BotPolicy = NEVER_SAMPLED, release_id: str | None = None,
-            live_answer: str | None = None, answer: str = "An answer.", score: float | None = 0.9,
-            thumbs_down: bool = False, exchange: tuple[str, str] | None = None) -> ReviewItem | None:
+def enqueue(
+    session: Session,
+    question: str,
+    *,
+    policy: BotPolicy = NEVER_SAMPLED,
+    release_id: str | None = None,
+    live_answer: str | None = None,
+    answer: str = "An answer.",
+    score: float | None = 0.9,
+    thumbs_down: bool = False,
+    exchange: tuple[str, str] | None = None,
+) -> ReviewItem | None:
     bot_id, exchange_id = exchange or add_exchange(session, question)
     return enqueue_review(
-        session, bot_id=bot_id, exchange_id=exchange_id, release_id=release_id, shadow_answer_id=None,
-        question=question, answer=answer, live_answer=live_answer, top_retrieval_score=score,
-        thumbs_down=thumbs_down, policy=policy, rng=random.Random(1))
+        session,
+        bot_id=bot_id,
+        exchange_id=exchange_id,
+        release_id=release_id,
+        shadow_answer_id=None,
+        question=question,
+        answer=answer,
+        live_answer=live_answer,
+        top_retrieval_score=score,
+        thumbs_down=thumbs_down,
+        policy=policy,
+        rng=random.Random(1),
+    )
 
 
 def test_priority_cases_are_queued_whatever_the_sample_rate(harness: Harness) -> None:
     with transaction(harness.client.app.state.sessions) as session:  # type: ignore[attr-defined]
         first = enqueue(session, "How do I reset my password?")
-        assert first is not None and first.reasons == ["novel"]  # nothing reviewed yet: everything is new
+        assert first is not None and first.reasons == [
+            "novel"
+        ]  # nothing reviewed yet: everything is new
         first.status = "approved"
         session.flush()
         q = "how do I reset my password"
         assert enqueue(session, q) is None  # like a reviewed question, nothing special, not sampled
         thumbs = enqueue(session, q, thumbs_down=True)
         weak = enqueue(session, q, score=0.1)
-        agree = enqueue(session, q, live_answer="Open settings and press reset.", answer="Open settings, press reset!")
-        differ = enqueue(session, q, live_answer="Open settings and press reset.", answer="Our lamps come in blue.")
+        agree = enqueue(
+            session,
+            q,
+            live_answer="Open settings and press reset.",
+            answer="Open settings, press reset!",
+        )
+        differ = enqueue(
+            session,
+            q,
+            live_answer="Open settings and press reset.",
+            answer="Our lamps come in blue.",
+        )
         sampled = enqueue(session, q, policy=BotPolicy(review_sample_rate=1.0))
         new = enqueue(session, "Which colours can the Glow lamp show?")
         assert agree is None
         assert thumbs and weak and differ and sampled and new
         assert (thumbs.reasons, weak.reasons, differ.reasons, sampled.reasons, new.reasons) == (
-            ["thumbs_down"], ["low_retrieval"], ["disagreement"], ["sampled"], ["novel"])
+            ["thumbs_down"],
+            ["low_retrieval"],
+            ["disagreement"],
+            ["sampled"],
+            ["novel"],
+        )
         order = sorted([thumbs, weak, differ, sampled, new], key=lambda i: -i.priority)
         assert order[0] is thumbs and order[-1] is sampled and sampled.priority == 0.0
         assert weak.priority == pytest.approx(2.0 + (0.40 - 0.1))
@@ -83,12 +144,19 @@ def test_near_identical_questions_share_a_group_per_release(harness: Harness) ->
         a = enqueue(session, "How do I reset my password?", policy=always, release_id=live)
         b = enqueue(session, "how do i reset my password??", policy=always, release_id=live)
         c = enqueue(session, "How do I reset my pasword?", policy=always, release_id=live)
-        other_topic = enqueue(session, "Which colours can the lamp show?", policy=always, release_id=live)
+        other_topic = enqueue(
+            session, "Which colours can the lamp show?", policy=always, release_id=live
+        )
         fragment = enqueue(session, "password", policy=always, release_id=live)
-        other_release = enqueue(session, "How do I reset my password?", policy=always, release_id=None)
+        other_release = enqueue(
+            session, "How do I reset my password?", policy=always, release_id=None
+        )
         assert a and b and c and other_topic and fragment and other_release
         assert a.group_key == b.group_key == c.group_key
-        assert len({a.group_key, other_topic.group_key, fragment.group_key, other_release.group_key}) == 4
+        assert (
+            len({a.group_key, other_topic.group_key, fragment.group_key, other_release.group_key})
+            == 4
+        )
         # Only pending items gather a group: once reviewed, a new ask starts a new group.
         for item in (a, b, c):
             item.status = "approved"
@@ -100,8 +168,18 @@ def test_near_identical_questions_share_a_group_per_release(harness: Harness) ->
 def test_enqueue_is_idempotent_and_a_late_thumbs_down_raises_priority(harness: Harness) -> None:
     with transaction(harness.client.app.state.sessions) as session:  # type: ignore[attr-defined]
         exchange = add_exchange(session, "How do I pair the hub?")
-        first = enqueue(session, "How do I pair the hub?", policy=BotPolicy(review_sample_rate=1.0), exchange=exchange)
-        again = enqueue(session, "How do I pair the hub?", policy=BotPolicy(review_sample_rate=1.0), exchange=exchange)
+        first = enqueue(
+            session,
+            "How do I pair the hub?",
+            policy=BotPolicy(review_sample_rate=1.0),
+            exchange=exchange,
+        )
+        again = enqueue(
+            session,
+            "How do I pair the hub?",
+            policy=BotPolicy(review_sample_rate=1.0),
+            exchange=exchange,
+        )
         assert first is not None and again is first
         before = first.priority
         later = enqueue(session, "How do I pair the hub?", thumbs_down=True, exchange=exchange)
@@ -112,11 +190,19 @@ def test_enqueue_is_idempotent_and_a_late_thumbs_down_raises_priority(harness: H
 def test_review_feed_reads_feedback_and_retrieval_from_the_exchange(harness: Harness) -> None:
     sessions = harness.client.app.state.sessions  # type: ignore[attr-defined]
     with transaction(sessions) as session:
-        _, exchange_id = add_exchange(session, "Why is the ring red?", feedback=-1, flags=["no_passages"])
+        _, exchange_id = add_exchange(
+            session, "Why is the ring red?", feedback=-1, flags=["no_passages"]
+        )
     result = review_live_answer(sessions, exchange_id)
     assert set(result["reasons"]) == {"thumbs_down", "low_retrieval", "novel", "sampled"}
     with transaction(sessions) as session:
         [item] = session.scalars(select(ReviewItem))
-        assert item.exchange_id == exchange_id and item.shadow_answer_id is None and item.release_id is not None
-    assert review_live_answer(sessions, exchange_id)["review_item_id"] == result["review_item_id"]  # no second item
+        assert (
+            item.exchange_id == exchange_id
+            and item.shadow_answer_id is None
+            and item.release_id is not None
+        )
+    assert (
+        review_live_answer(sessions, exchange_id)["review_item_id"] == result["review_item_id"]
+    )  # no second item
     assert review_live_answer(sessions, "exch_gone") == {"skipped": "exchange_deleted"}
