@@ -55,7 +55,9 @@ BOILERPLATE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "jekyll": (("assets",), ("404.html", "feed.xml", "sitemap.xml")),
     # DocBook XSL's generated index pages: ix01.html, ix02.html …
     "docbook": ((), ("ix[0-9][0-9].html",)),
-    "asciidoc": ((), ()),
+    # AsciiDoc builds keep each page's source (`git-log.txt`) and its include fragments next to
+    # the HTML: the same text again, or pieces of it.
+    "asciidoc": ((), ("*.txt",)),
 }
 
 _GENERATOR_META = re.compile(rb"<meta\s+name=[\"']generator[\"']\s+content=[\"']([^\"']+)", re.I)
