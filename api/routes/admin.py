@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminKey, SessionDep
 from api.errors import InvalidRequest
-from api.models import ApiKey, Bot, Exchange
+from api.models import ApiKey, Bot
 from api.services.access import keys as key_service
 from api.services.bots import management as bot_service
 from api.services.bots.policy import policy_of
 from api.services.chat import exchanges as exchange_service
+from api.services.chat.exchanges import ExchangeView
 from api.services.knowledge.config import knowledge_of
 
 router = APIRouter(prefix="/api")
@@ -78,29 +79,6 @@ class KeyCreated(KeyOut):
     key: str = Field(description="The secret. Shown this once; only its hash is stored.")
 
 
-class ExchangeOut(BaseModel):
-    id: str
-    bot_id: str
-    conversation_id: str
-    release_id: str | None
-    messages: list[dict[str, Any]]
-    params: dict[str, Any]
-    answer: str
-    status: str
-    finish_reason: str | None
-    error: str | None
-    streamed: bool
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    ttft_ms: float | None
-    created_at: datetime
-
-    @classmethod
-    def of(cls, row: Exchange) -> ExchangeOut:
-        return cls.model_validate(row, from_attributes=True)
-
-
 @router.post("/bots", status_code=201)
 def create_bot(
     data: bot_service.BotCreate, _: AdminKey, session: SessionDep, request: Request
@@ -156,14 +134,14 @@ def list_exchanges(
     bot: str | None = None,
     conversation_id: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-) -> list[ExchangeOut]:
+) -> list[ExchangeView]:
     bot_id = bot_service.get_bot(session, bot).id if bot else None
     rows = exchange_service.list_exchanges(
         session, bot_id=bot_id, conversation_id=conversation_id, limit=limit
     )
-    return [ExchangeOut.of(r) for r in rows]
+    return [ExchangeView.of(r) for r in rows]
 
 
 @router.get("/exchanges/{exchange_id}")
-def get_exchange(exchange_id: str, _: AdminKey, session: SessionDep) -> ExchangeOut:
-    return ExchangeOut.of(exchange_service.get_exchange(session, exchange_id))
+def get_exchange(exchange_id: str, _: AdminKey, session: SessionDep) -> ExchangeView:
+    return ExchangeView.of(exchange_service.get_exchange(session, exchange_id))

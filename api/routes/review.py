@@ -31,6 +31,7 @@ from api.services.review import metrics as review_metrics
 from api.services.review import verdicts as review_service
 from api.services.review.answer_edits import word_diff
 from api.services.review.queue import LockInfo, list_queue, resolve_filter
+from api.services.review.verdicts import CandidateAnswer
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -129,16 +130,6 @@ class ReviewOut(BaseModel):
         return cls.model_validate(row, from_attributes=True)
 
 
-class CandidateOut(BaseModel):
-    release_id: str
-    release_version: int | None
-    adapter: str | None
-    answer: str
-    status: str
-    latency_ms: float
-    reviewed: bool
-
-
 class ItemOut(BaseModel):
     id: str
     bot: str
@@ -156,7 +147,7 @@ class ItemOut(BaseModel):
     live_release_id: str | None
     release_id: str | None
     reviewed_answer: str
-    candidates: list[CandidateOut]
+    candidates: list[CandidateAnswer]
     reviews: list[ReviewOut]
     lock: LockOut | None
 
@@ -179,7 +170,7 @@ class ItemOut(BaseModel):
             live_release_id=d.exchange.release_id,
             release_id=d.item.release_id,
             reviewed_answer=d.reviewed_answer,
-            candidates=[CandidateOut(**c.__dict__) for c in d.candidates],
+            candidates=d.candidates,
             reviews=[ReviewOut.of(r) for r in d.reviews],
             lock=LockOut.of(d.lock),
         )

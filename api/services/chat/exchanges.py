@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -40,6 +40,18 @@ class ExchangeRecord:
     guard: dict[str, Any] | None = None
     flags: list[str] = field(default_factory=list)
     annotation_id: str | None = None
+
+
+@dataclass
+class ExchangeView(ExchangeRecord):
+    """A stored exchange as admins read it: the record, and what the client said of the answer."""
+
+    #: 1 thumbs-up, -1 thumbs-down, None: no rating.
+    feedback: int | None = None
+
+    @classmethod
+    def of(cls, row: Exchange) -> ExchangeView:
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 def record_exchange(session: Session, record: ExchangeRecord) -> Exchange:

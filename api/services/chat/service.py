@@ -19,7 +19,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError, InvalidRequest, UpstreamFailed, UpstreamTimeout
-from api.jobs.queue import job_row
 from api.runtime import Runtime
 from api.schemas.openai import ChatCompletionRequest
 from api.services.access.cache import KeyGrant
@@ -314,7 +313,9 @@ def follow_up_jobs(turn: ChatTurn) -> list[dict[str, Any]]:
     if not bot.policy.review_enabled:
         return []
     # Even at a low sample rate the feed must see every answer: priority cases are queued regardless.
-    return [job_row("review_feed", {"exchange_id": turn.exchange_id}, bot_id=bot.id)]
+    from api.services.review.feed import review_feed_job_row
+
+    return [review_feed_job_row(turn.exchange_id, bot.id)]
 
 
 _rng = random.Random()
