@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -142,8 +143,9 @@ class Exchange(Base):
     guard: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     annotation_id: Mapped[str | None] = mapped_column(String(40))
-    # Client feedback: 1 thumbs-up, -1 thumbs-down.
+    # Client feedback: 1 thumbs-up, -1 thumbs-down, with what the client wrote.
     feedback: Mapped[int | None] = mapped_column(Integer)
+    feedback_comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (
@@ -315,6 +317,9 @@ class Annotation(Base):
         String(40), ForeignKey("reviews.id", ondelete="SET NULL")
     )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Four-eyes bots: a reviewer's annotation serves clients only once another one approves it.
+    awaiting_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_by: Mapped[str | None] = mapped_column(String(40))
     hits: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
@@ -351,6 +356,9 @@ class Document(Base):
         String(40), ForeignKey("bots.id", ondelete="CASCADE"), primary_key=True
     )
     source: Mapped[str] = mapped_column(String(1000))
+    # The resolved path the file was ingested from (None for uploads): the same file reached another
+    # way (a folder, then the file alone) is the same document.
+    origin: Mapped[str | None] = mapped_column(String(4096))
     title: Mapped[str] = mapped_column(String(1000), default="")
     format: Mapped[str] = mapped_column(String(20), default="")
     content_hash: Mapped[str] = mapped_column(String(64))

@@ -104,16 +104,18 @@ def review_item(
     action: Annotated[str, Form()],
     corrected_text: Annotated[str | None, Form(max_length=40_000)] = None,
     comment: Annotated[str, Form(max_length=2_000)] = "",
+    reject_reason: Annotated[str | None, Form()] = None,
     apply_to_group: Annotated[bool, Form()] = False,
     bot: FilterBot = None,
     status: Annotated[str, Form()] = "pending",
     filter_reason: Annotated[str | None, Form()] = None,
     release: Annotated[str | None, Form()] = None,
 ) -> Response:
-    """The verdict form: `action` is approved | corrected | skipped | rejected:<reason>. Then on to
-    the next pending item."""
+    """The verdict form: `action` is approved | corrected | skipped | rejected (with
+    `reject_reason`, or as rejected:<reason>). Then on to the next pending item."""
     flt, selected = page_filter(session, viewer.actor, bot, status, filter_reason, release)
     verdict, _, reason = action.partition(":")
+    reason = reason or (reject_reason or "")
     reviews.act(
         session,
         viewer.actor,

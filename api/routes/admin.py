@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import AdminKey, SessionDep
@@ -127,19 +128,58 @@ def revoke_key(key_id: str, _: AdminKey, session: SessionDep) -> KeyOut:
     return KeyOut.of(key_service.revoke_key(session, key_id))
 
 
+def _exchange_filter(
+    session: SessionDep,
+    bot: str | None = None,
+    conversation_id: str | None = None,
+    release_id: str | None = None,
+    status: Literal["completed", "refused", "interrupted", "error"] | None = None,
+    rating: Literal["up", "down", "none"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    text: str | None = Query(None, max_length=200),
+) -> exchange_service.ExchangeFilter:
+    bot_id = bot_service.get_bot(session, bot).id if bot else None
+    return exchange_service.ExchangeFilter(
+        bot_id=bot_id,
+        conversation_id=conversation_id,
+        release_id=release_id,
+        status=status,
+        rating=rating,
+        since=since,
+        until=until,
+        text=text,
+    )
+
+
+ExchangeFilterDep = Annotated[exchange_service.ExchangeFilter, Depends(_exchange_filter)]
+
+
 @router.get("/exchanges")
 def list_exchanges(
     _: AdminKey,
     session: SessionDep,
-    bot: str | None = None,
-    conversation_id: str | None = None,
+    flt: ExchangeFilterDep,
     limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
 ) -> list[ExchangeView]:
-    bot_id = bot_service.get_bot(session, bot).id if bot else None
-    rows = exchange_service.list_exchanges(
-        session, bot_id=bot_id, conversation_id=conversation_id, limit=limit
-    )
+    """Stored exchanges, newest first, with everything kept: passages, citations, the guard's
+    decision, flags, the client's feedback and the annotation that answered."""
+    rows = exchange_service.list_exchanges(session, flt, limit=limit, offset=offset)
     return [ExchangeView.of(r) for r in rows]
+
+
+@router.get("/exchanges/export", response_class=StreamingResponse)
+def export_exchanges(
+    _: AdminKey, flt: ExchangeFilterDep, request: Request, format: Literal["jsonl", "csv"] = "jsonl"
+) -> StreamingResponse:
+    """Every matching exchange as JSON lines or CSV (same filters as the listing)."""
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    return StreamingResponse(
+        exchange_service.export_exchanges(request.app.state.sessions, flt, format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="exchanges.{format}"'},
+    )
 
 
 @router.get("/exchanges/{exchange_id}")

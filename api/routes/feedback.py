@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.db import transaction
@@ -21,6 +21,7 @@ router = APIRouter()
 class Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rating: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=2000, description="What the client wants to add.")
 
 
 @router.post("/v1/exchanges/{exchange_id}/feedback")
@@ -33,7 +34,7 @@ async def give_feedback(exchange_id: str, body: Feedback, request: Request) -> d
             key = authenticate(
                 session, token, bootstrap_admin=bootstrap_admin_secret(runtime.settings)
             )
-            record_feedback(session, key, exchange_id, body.rating)
+            record_feedback(session, key, exchange_id, body.rating, body.comment)
 
     await run_in_threadpool(
         record

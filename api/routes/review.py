@@ -186,7 +186,8 @@ class VerdictIn(BaseModel):
     )
     comment: str = ""
     apply_to_group: bool = Field(
-        True, description="Settle the other pending items of the group the same way."
+        False, description="Settle the other pending items of the group the same way (a deliberate "
+        "choice: near-identical questions may still need different answers)."
     )
 
 

@@ -5,7 +5,7 @@
   "use strict";
 
   const isTyping = (el) => !!el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName)) &&
-    !(el.tagName === "INPUT" && el.type === "checkbox");
+    !(el.tagName === "INPUT" && (el.type === "checkbox" || el.type === "radio"));
   const usable = (el) => !el.disabled && !el.closest("[hidden]");
 
   function keyOf(event) {
@@ -23,16 +23,34 @@
     const panel = document.getElementById(id);
     if (!panel) return;
     panel.hidden = false;
+    // The editor and the buttons that save it in view, not below the fold.
+    panel.scrollIntoView({ block: "nearest" });
     const field = panel.querySelector("textarea");
     if (field) {
       field.focus();
       field.setSelectionRange(field.value.length, field.value.length);
+      return;
     }
+    // A choice first (the reject reasons: 1–4 pick one), then the comment.
+    panel.querySelector("input[type=radio]")?.focus();
+  }
+
+  // A button that needs a choice first (a reject reason) points at the choices instead of sending.
+  function missingChoice(el) {
+    const name = el.dataset.requires;
+    if (!name || el.form?.querySelector(`input[name="${name}"]:checked`)) return false;
+    el.form?.querySelector(`input[name="${name}"]`)?.focus();
+    return true;
   }
 
   function activate(el) {
+    if (missingChoice(el)) return;
     if (el.dataset.toggle) {
       openPanel(el.dataset.toggle);
+    } else if (el.type === "radio") {
+      el.click();
+      // Picked: on to the comment; Ctrl+Enter saves.
+      el.closest(".panel")?.querySelector("input[type=text]")?.focus();
     } else {
       el.click();
     }
@@ -89,6 +107,11 @@
   });
 
   document.addEventListener("click", (event) => {
+    const needing = event.target.closest("button[data-requires]");
+    if (needing && missingChoice(needing)) {
+      event.preventDefault();
+      return;
+    }
     const closer = event.target.closest("[data-close]");
     if (closer) {
       document.getElementById(closer.dataset.close).hidden = true;

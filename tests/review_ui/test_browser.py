@@ -96,6 +96,10 @@ def test_a_reviewer_works_the_queue_with_the_keyboard_only(site: Site, browser: 
     )
     snap(page, "item")
     first = page.url
+    toggle = page.locator(".group-toggle input")
+    assert toggle.count() == 1 and not toggle.is_checked()  # settling the group is a choice
+    key(page, "g", navigates=False)  # ... made here, deliberately
+    assert toggle.is_checked()
     key(page, "a")  # approve
     assert page.url != first
     assert "Previous item approved" in page.locator(".notice").inner_text()
@@ -119,9 +123,14 @@ def test_a_reviewer_works_the_queue_with_the_keyboard_only(site: Site, browser: 
     assert "Kestrel support" in page.locator("#correction-diff ins").inner_text()
     key(page, "j")  # on from a reviewed item: the next pending one
 
-    key(page, "r", navigates=False)  # reject: the reasons appear with their keys
+    key(page, "r", navigates=False)  # reject: the reasons appear, the first one focused
     assert page.locator("#reject-panel").is_visible()
-    key(page, "2")  # should refuse
+    assert page.locator("input[name=reject_reason]").first.evaluate("el => el === document.activeElement")
+    key(page, "2", navigates=False)  # picks "should refuse" and moves on to the comment
+    assert page.locator("input[name=reject_reason][value=should_refuse]").is_checked()
+    assert page.locator("#reject-comment").evaluate("el => el === document.activeElement")
+    page.keyboard.type("It should say this is out of scope.")
+    key(page, "Control+Enter")  # saves the rejection with its reason and comment
     assert (
         "/review/queue" in page.url
         and "Nothing left to review" in page.locator(".notice").inner_text()

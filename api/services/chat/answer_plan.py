@@ -11,6 +11,7 @@ from api.services.chat.turn import AnswerPlan, ChatTurn
 from api.services.knowledge.grounding import TurnBot, ground_turn
 from api.services.knowledge.passages import passage_dict, retrieval_answer
 from api.services.releases.modes import RAG_MODES
+from serving.knowledge import build_context
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
@@ -69,10 +70,32 @@ async def plan_answer(turn: ChatTurn, runtime: Runtime) -> AnswerPlan:
             plan.flags.append("smalltalk")
             return plan
     if bot.mode == "retrieval":
+        # Answered with the passages themselves, which are also its citations.
         plan.direct_answer = (
             retrieval_answer(grounding.passages) or bot.holding_message or bot.refusal_message
         )
+        if grounding.passages:
+            plan.context = build_context(grounding.passages[:2])
         return plan
+    if (
+        use_passages
+        and bot.has_documents
+        and not grounding.passages
+        and "no_context" not in plan.flags
+    ):
+        # Nothing in the documents answers it: a grounded bot does not guess.
+        if bot.knowledge.answer_without_context:
+            plan.flags.append("no_context")
+        else:
+            subject = ", ".join(bot.knowledge.topics) or bot.name or "this product"
+            plan.direct_answer = bot.refusal_message.replace("{topics}", subject)
+            plan.status = "refused"
+            plan.guard = {
+                **(plan.guard or {}),
+                "verdict": "refuse",
+                "reason": "no passage of the documents matches the question",
+            }
+            return plan
     if grounding.prompt is not None:
         turn.prompt = grounding.prompt
         plan.context = grounding.context

@@ -34,7 +34,9 @@ class KnowledgeConfig(BaseModel):
     )
     answer_without_context: bool = Field(
         False,
-        description="When the vector store is unreachable, answer without passages (flagged) instead of 503.",
+        description="When nothing in the documents matches a question (or the vector store is "
+        "unreachable), let the model answer anyway, flagged no_context and put in front of "
+        "reviewers, instead of refusing (or answering 503).",
     )
     topics: list[str] = Field(default_factory=list)
     example_questions: list[str] = Field(default_factory=list)

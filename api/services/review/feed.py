@@ -33,7 +33,8 @@ from api.services.bots.policy import BotPolicy, policy_of
 
 # Priority = sum of the weights of the reasons, plus how far past its threshold each one is.
 WEIGHTS = {
-    "thumbs_down": 4.0,
+    # A client said the answer was wrong: in front of every other reason.
+    "thumbs_down": 100.0,
     "disagreement": 2.0,
     "low_retrieval": 2.0,
     "novel": 1.0,
@@ -73,7 +74,26 @@ def top_retrieval_score(exchange: Exchange) -> float | None:
     ]
     if scores:
         return max(scores)
-    return 0.0 if "no_passages" in (exchange.flags or []) else None
+    flags = exchange.flags or []
+    return 0.0 if "no_passages" in flags or "no_context" in flags else None
+
+
+def apply_rating(session: Session, exchange: Exchange) -> None:
+    """Bring the pending items of `exchange` in line with the client's current rating: a
+    thumbs-down puts them first, a rating changed to thumbs-up takes that back."""
+    down = exchange.feedback == -1
+    for item in session.scalars(
+        select(ReviewItem).where(
+            ReviewItem.exchange_id == exchange.id, ReviewItem.status == "pending"
+        )
+    ):
+        has = "thumbs_down" in item.reasons
+        if down and not has:
+            item.reasons = ["thumbs_down", *item.reasons]
+            item.priority = round(item.priority + WEIGHTS["thumbs_down"], 4)
+        elif has and not down:
+            item.reasons = [r for r in item.reasons if r != "thumbs_down"]
+            item.priority = round(max(0.0, item.priority - WEIGHTS["thumbs_down"]), 4)
 
 
 def review_feed_job_row(exchange_id: str, bot_id: str) -> dict[str, Any]:

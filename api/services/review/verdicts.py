@@ -69,7 +69,8 @@ class Verdict:
     corrected_text: str | None = None
     reason: str | None = None
     comment: str = ""
-    apply_to_group: bool = True
+    # Settling a whole group is a deliberate choice: answers that look alike may not be.
+    apply_to_group: bool = False
 
     def validated(self) -> Verdict:
         if self.verdict not in VERDICTS:

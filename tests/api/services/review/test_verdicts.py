@@ -64,7 +64,7 @@ def test_approval_settles_the_group_with_one_review_audit_and_annotation(h: Harn
     first = queue(h, ask(h, "How do I reset my password?"), group="pw", priority=2.0)
     second = queue(h, ask(h, "how do I reset my password"), group="pw")
     with db(h) as session:
-        outcome = reviews.act(session, admin, first, Verdict("approved"))
+        outcome = reviews.act(session, admin, first, Verdict("approved", apply_to_group=True))
         assert outcome.settled == [second]
         assert annotations_of(outcome.item.bot_id) in pending(
             session
@@ -238,7 +238,7 @@ def test_two_reviewers_never_hold_the_same_group_and_locks_expire(h: Harness) ->
     expired = now + timedelta(seconds=200 + LOCK_S + 1)
     with db(h) as session:  # alice went away: her lock ran out
         reviews.lock_item(session, bob, first, lock_s=LOCK_S, now=expired)
-        reviews.act(session, bob, first, Verdict("approved"), now=expired)
+        reviews.act(session, bob, first, Verdict("approved", apply_to_group=True), now=expired)
     assert item(h, second).status == "approved" and item(h, second).locked_by is None
     with db(h) as session:  # unlocking gives the item to the next reviewer at once
         reviews.lock_item(session, alice, other, lock_s=LOCK_S, now=expired)
@@ -299,3 +299,13 @@ def test_item_detail_has_the_conversation_passages_and_every_answer(h: Harness) 
         assert [e.action for e in detail.history] == ["review.corrected"]
         assert detail.reviewers == {admin.id: "admin@shadowdesk.test"}
         assert session.get(ReviewItem, item_id).status == "corrected"  # type: ignore[union-attr]
+
+
+def test_a_verdict_settles_only_its_item_unless_the_group_is_asked_for(h: Harness) -> None:
+    reviewer = staff(h, "rev@acme.test", bots=("acme",))
+    first = queue(h, ask(h, "How do I reset my password?"), group="pw", priority=2.0)
+    second = queue(h, ask(h, "how do I reset my password"), group="pw")
+    with db(h) as session:
+        outcome = reviews.act(session, reviewer, first, Verdict("approved"))
+        assert outcome.settled == []
+    assert item(h, first).status == "approved" and item(h, second).status == "pending"
