@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from api.services.access.audit import SYSTEM_ACTOR
 from api.services.bots.management import BotCreate, create_bot, find_bot
 from serving.knowledge.demo import demo_documents, demo_scope
 
@@ -41,7 +42,7 @@ def ensure_demo_bot(session: Session, *, base_model: str) -> str | None:
     """Create the demo bot if it is missing; returns its id when it was created."""
     if find_bot(session, DEMO_SLUG) is not None:
         return None
-    return create_bot(session, demo_bot(), base_model=base_model).id
+    return create_bot(session, demo_bot(), base_model=base_model, actor=SYSTEM_ACTOR).id
 
 
 def ingest_demo_documents(runtime: Any, bot_id: str) -> None:

@@ -28,8 +28,9 @@ ITEM_SHORTCUTS = [
     ("a", "approve the answer"),
     ("e", "edit, then approve the edit"),
     ("Ctrl+Enter", "save the edit"),
-    ("r", "reject, then 1–4 for the reason"),
+    ("r", "reject: 1–4 for the reason, then a comment, Ctrl+Enter saves"),
     ("s", "skip"),
+    ("l", "review the live answer too (on a candidate's answer)"),
     ("g", "apply to the whole group or not"),
     ("j / k", "next / previous item"),
     ("q", "back to the queue"),
@@ -135,6 +136,13 @@ def review_item(
         prev=item_id,
     )
     return RedirectResponse(f"/review/next?{query}", status_code=303)
+
+
+@router.post("/{item_id}/live", response_model=None)
+def open_live_item(item_id: str, viewer: ViewerDep, session: SessionDep) -> Response:
+    """From a candidate's answer to the live answer of the same exchange, to correct that too."""
+    live = reviews.live_item(session, viewer.actor, item_id)
+    return RedirectResponse(f"/review/items/{live.id}", status_code=303)
 
 
 @router.post("/{item_id}/leave", response_model=None)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
+from anyio import from_thread
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.deps import SessionDep
-from api.errors import ApiError, InvalidRequest
-from api.services.access.staff import require_bot, reviewable_bots
+from api.deps import RuntimeDep, SessionDep
+from api.errors import ApiError, Conflict, InvalidRequest
+from api.services.access.staff import require_admin, require_bot, reviewable_bots
 from api.services.bots.management import get_bot
+from api.services.releases import lifecycle
 from api.services.review import annotations as annotation_service
 from api.services.review import metrics as review_metrics
 from review_ui.auth import ViewerDep
@@ -55,6 +58,7 @@ def _render(
     days: int,
     threshold_error: str | None,
     status_code: int = 200,
+    release_error: str | None = None,
 ) -> Response:
     selected = require_bot(viewer.actor, get_bot(session, slug))
     m = review_metrics.bot_metrics(session, viewer.actor, selected, days=days)
@@ -86,6 +90,7 @@ def _render(
             "annotations": annotation_service.list_annotations(session, selected.id, limit=100),
             "answered": annotation_service.answered_counts(session, selected.id),
             "threshold_error": threshold_error,
+            "release_error": release_error,
             "shortcuts": METRICS_SHORTCUTS,
             "title": f"Metrics {selected.slug}",
             "nav": "metrics",
@@ -152,6 +157,77 @@ def toggle_annotation(
         },
     )
     return page
+
+
+@router.post("/annotations/{annotation_id}/approve")
+def approve_annotation(
+    request: Request, annotation_id: str, viewer: ViewerDep, session: SessionDep
+) -> Response:
+    """htmx: a second reviewer approves an annotation (four-eyes bots); answers with its row."""
+    row = annotation_service.approve(session, viewer.actor, annotation_id)
+    return render(
+        request,
+        "partials/annotation_row.html",
+        {
+            "a": row,
+            "viewer": viewer,
+            "answered": annotation_service.answered_counts(session, row.bot_id),
+        },
+    )
+
+
+@router.post("/bots/{slug}/releases/{release_id}/promote", response_model=None)
+def promote_release(
+    request: Request,
+    slug: str,
+    release_id: str,
+    viewer: ViewerDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    force: Annotated[bool, Form()] = False,
+) -> Response:
+    """Admins promote a candidate from its decision card. A release whose decision is not "promote"
+    needs the explicit "promote anyway" confirmation (`force`), which the audit log records."""
+    require_admin(viewer.actor)
+    try:
+        release = lifecycle.view_release(session, slug, release_id)
+        from_thread.run(
+            partial(
+                lifecycle.ensure_servable,
+                runtime.backend,
+                adapter=release.adapter,
+                adapter_path=release.adapter_path,
+            )
+        )
+        lifecycle.promote(session, slug, release_id, actor=viewer.actor, force=force)
+    except (Conflict, InvalidRequest) as exc:  # refused before anything was written
+        return _render(request, viewer, session, slug, None, 30, None, exc.status_code, exc.message)
+    return RedirectResponse(f"/review/metrics?bot={slug}", status_code=303)
+
+
+@router.post("/bots/{slug}/rollback", response_model=None)
+def rollback_release(
+    request: Request, slug: str, viewer: ViewerDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    """Admins restore the bot as it was before its last promotion (live release and candidates)."""
+    require_admin(viewer.actor)
+    bot = get_bot(session, slug)
+    target = lifecycle.rollback_target(session, bot)
+    try:
+        if target is not None:
+            release = lifecycle.get_release(session, bot, target[0])
+            from_thread.run(
+                partial(
+                    lifecycle.ensure_servable,
+                    runtime.backend,
+                    adapter=release.adapter,
+                    adapter_path=release.adapter_path,
+                )
+            )
+        lifecycle.rollback(session, slug, actor=viewer.actor)
+    except (Conflict, InvalidRequest) as exc:
+        return _render(request, viewer, session, slug, None, 30, None, exc.status_code, exc.message)
+    return RedirectResponse(f"/review/metrics?bot={slug}", status_code=303)
 
 
 def _fraction(percent: str) -> float:

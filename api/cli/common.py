@@ -4,13 +4,14 @@ the server's), error exits, and option help taken from the pydantic models the A
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.table import Column, Table
 from sqlalchemy.orm import Session
 
 from api.db import transaction
@@ -46,7 +47,8 @@ def fail(exc: BaseException) -> NoReturn:
 def invalid(exc: ValidationError, what: str = "") -> typer.Exit:
     """Exit code 2, naming the first invalid field as the option a user types."""
     first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "value"
+    # The option a user typed: the innermost named field (knowledge.top_k is --top-k).
+    field = next((str(part) for part in reversed(first["loc"]) if isinstance(part, str)), "value")
     prefix = f"Invalid {what}: " if what else "Invalid "
     err.print(f"[red]{prefix}[/red]--{field.replace('_', '-')}: {first['msg']}", soft_wrap=True)
     return typer.Exit(2)
@@ -101,3 +103,23 @@ def json_option(value: str | None, name: str) -> Any:
     except json.JSONDecodeError as exc:
         err.print(f"[red]Invalid --{name} JSON:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+class IdTable(Table):
+    """A table whose id columns are never cut or wrapped, whatever the terminal's width (people
+    copy them into the next command); the other columns wrap instead."""
+
+    def __init__(self, *headers: str, ids: Collection[str] = ()) -> None:
+        self._ids = {i for i, h in enumerate(headers) if h in ids}
+        super().__init__(
+            *(
+                Column(h, no_wrap=True) if i in self._ids else Column(h, overflow="fold")
+                for i, h in enumerate(headers)
+            )
+        )
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        for i in self._ids:
+            column = self.columns[i]
+            column.min_width = max(column.min_width or 0, len(str(cells[i])))
+        super().add_row(*cells, **kwargs)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from api.cli.common import console, err, fail, load_settings, session_scope
+from api.cli.common import IdTable, console, err, fail, load_settings, session_scope
 from api.runtime import Runtime
 from serving.knowledge import IngestResult
 
@@ -98,7 +97,7 @@ def ingest(
                 bot_id = get_bot(session, bot).id
         except Exception as exc:
             fail(exc)
-        sources = [IngestSource(f.path, f.source) for f in selection.files]
+        sources = [IngestSource.from_disk(f.path, f.source) for f in selection.files]
         counts = {"ingested": 0, "unchanged": 0, "skipped": 0, "error": 0}
         chunks = 0
         started = time.perf_counter()
@@ -127,7 +126,9 @@ def ingest(
                         f"[green]✓[/green] {result.source} (unchanged)", soft_wrap=True
                     )
                 elif result.status == "error":
-                    message = (result.message or "").removeprefix(f"{Path(result.source).name}: ")
+                    # Messages start with the file's name; the line names the path once.
+                    message = (result.message or "").removeprefix(f"{result.source}: ")
+                    message = message.removeprefix(f"{Path(result.source).name}: ")
                     progress.console.print(
                         f"[red]✗ {result.source}: {message}[/red] ({result.reason})", soft_wrap=True
                     )
@@ -162,7 +163,7 @@ def list_(bot: str) -> None:
     from api.services.bots.management import get_bot
     from api.services.knowledge.documents import list_documents
 
-    table = Table("doc id", "source", "format", "chunks", "pages", "ingested")
+    table = IdTable("doc id", "source", "format", "chunks", "pages", "ingested", ids=("doc id",))
     with session_scope() as session:
         for d in list_documents(session, get_bot(session, bot).id):
             table.add_row(

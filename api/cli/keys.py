@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from api.cli.common import console, err, session_scope
+from api.cli.common import IdTable, console, err, session_scope
+from api.services.access.audit import CLI_ACTOR
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def create(
         raise typer.Exit(2)
     with session_scope() as session:
         bots = [get_bot(session, slug) for slug in bot or []]
-        key, secret = create_key(session, bots=bots, is_admin=admin, name=name)
+        key, secret = create_key(session, bots=bots, is_admin=admin, name=name, actor=CLI_ACTOR)
         scope = "admin" if admin else ", ".join(b.slug for b in bots)
         err.print(f"created key {key.id} ({scope}); store it now, it is not shown again:")
     print(secret)
@@ -42,7 +42,7 @@ def list_() -> None:
     """List API keys (never their secrets)."""
     from api.services.access.keys import list_keys
 
-    table = Table("id", "name", "prefix", "scope", "last used", "revoked")
+    table = IdTable("id", "name", "prefix", "scope", "last used", "revoked", ids=("id",))
     with session_scope() as session:
         for key in list_keys(session):
             scope = "admin" if key.is_admin else ", ".join(b.slug for b in key.bots)
@@ -58,5 +58,5 @@ def revoke(key_id: str) -> None:
     from api.services.access.keys import revoke_key
 
     with session_scope() as session:
-        revoke_key(session, key_id)
+        revoke_key(session, key_id, actor=CLI_ACTOR)
     console.print(f"revoked {key_id}")

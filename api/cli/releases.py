@@ -11,9 +11,8 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
-from api.cli.common import console, invalid, run, session_scope
+from api.cli.common import IdTable, console, invalid, run, session_scope
 from api.services.access.audit import CLI_ACTOR
 from api.services.releases import lifecycle as service
 from api.services.releases.lifecycle import AliasMove, ReleaseCreate, ReleaseView
@@ -35,7 +34,14 @@ def _show_move(move: AliasMove) -> None:
     verb = "promoted" if move.action == service.PROMOTE else "rolled back"
     console.print(
         f"{move.bot}: {verb}; live release {move.before or '-'} -> [bold]{move.after}[/bold]"
+        + (f"; candidates: {', '.join(move.candidates)}" if move.candidates else ""),
+        soft_wrap=True,
     )
+    if move.decision is not None:
+        forced = " (forced, recorded in the audit log)" if move.forced else ""
+        console.print(
+            f"review decision: {move.decision} — {move.decision_reason}{forced}", soft_wrap=True
+        )
 
 
 @releases_app.command("create")
@@ -95,7 +101,9 @@ def list_(bot: BotArg) -> None:
     """List a bot's releases, newest first."""
     with session_scope() as session:
         views = service.list_releases(session, bot)
-    table = Table("version", "status", "mode", "adapter", "base model", "id", "created")
+    table = IdTable(
+        "version", "status", "mode", "adapter", "base model", "id", "created", ids=("id", "adapter")
+    )
     for v in views:
         table.add_row(
             f"v{v.version}",
@@ -122,10 +130,23 @@ def detach(bot: BotArg, release: ReleaseArg) -> None:
 
 
 @releases_app.command("promote")
-def promote(bot: BotArg, release: ReleaseArg) -> None:
-    """Make a release live (move the alias); requests already running finish on the old one."""
+def promote(
+    bot: BotArg,
+    release: ReleaseArg,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Promote although the review decision is not 'promote' (audited)."
+        ),
+    ] = False,
+) -> None:
+    """Make a release live (move the alias); requests already running finish on the old one. Only
+    a release whose review decision is "promote" goes live without --force."""
     _show_move(
-        run(backend=True, work=lambda rt: service.promote_release(rt, bot, release, CLI_ACTOR))
+        run(
+            backend=True,
+            work=lambda rt: service.promote_release(rt, bot, release, CLI_ACTOR, force=force),
+        )
     )
 
 

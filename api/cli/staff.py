@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from api.cli.common import console, session_scope
+from api.cli.common import IdTable, console, session_scope
 from api.services.access import staff
 from api.services.access.audit import CLI_ACTOR
 from api.services.bots.management import get_bot
@@ -55,7 +54,7 @@ def create(
 def list_staff() -> None:
     """List staff users, their roles, bots and whether they may log in."""
     with session_scope() as session:
-        table = Table("email", "name", "role", "bots", "active", "id")
+        table = IdTable("email", "name", "role", "bots", "active", "id", ids=("id", "email"))
         for user in staff.list_users(session):
             bots = (
                 "all"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from api.deps import AdminKey, SessionDep
 from api.errors import InvalidRequest
 from api.models import ApiKey, Bot
+from api.services.access import audit
 from api.services.access import keys as key_service
 from api.services.bots import management as bot_service
 from api.services.bots.policy import policy_of
@@ -82,9 +83,11 @@ class KeyCreated(KeyOut):
 
 @router.post("/bots", status_code=201)
 def create_bot(
-    data: bot_service.BotCreate, _: AdminKey, session: SessionDep, request: Request
+    data: bot_service.BotCreate, key: AdminKey, session: SessionDep, request: Request
 ) -> BotOut:
-    bot = bot_service.create_bot(session, data, base_model=request.app.state.settings.model)
+    bot = bot_service.create_bot(
+        session, data, base_model=request.app.state.settings.model, actor=audit.key_actor(key)
+    )
     return BotOut.of(bot)
 
 
@@ -99,22 +102,26 @@ def get_bot(slug: str, _: AdminKey, session: SessionDep) -> BotOut:
 
 
 @router.patch("/bots/{slug}")
-def update_bot(slug: str, data: bot_service.BotUpdate, _: AdminKey, session: SessionDep) -> BotOut:
-    return BotOut.of(bot_service.update_bot(session, slug, data))
+def update_bot(
+    slug: str, data: bot_service.BotUpdate, key: AdminKey, session: SessionDep
+) -> BotOut:
+    return BotOut.of(bot_service.update_bot(session, slug, data, actor=audit.key_actor(key)))
 
 
 @router.delete("/bots/{slug}", status_code=204)
-def delete_bot(slug: str, _: AdminKey, session: SessionDep) -> Response:
-    bot_service.delete_bot(session, slug)
+def delete_bot(slug: str, key: AdminKey, session: SessionDep) -> Response:
+    bot_service.delete_bot(session, slug, actor=audit.key_actor(key))
     return Response(status_code=204)
 
 
 @router.post("/keys", status_code=201)
-def create_key(data: KeyCreate, _: AdminKey, session: SessionDep) -> KeyCreated:
+def create_key(data: KeyCreate, admin: AdminKey, session: SessionDep) -> KeyCreated:
     bots = [bot_service.get_bot(session, slug) for slug in data.bots]
     if not bots and not data.admin:
         raise InvalidRequest("Give at least one bot, or admin=true.", param="bots")
-    key, secret = key_service.create_key(session, bots=bots, is_admin=data.admin, name=data.name)
+    key, secret = key_service.create_key(
+        session, bots=bots, is_admin=data.admin, name=data.name, actor=audit.key_actor(admin)
+    )
     return KeyCreated(**KeyOut.of(key).model_dump(), key=secret)
 
 
@@ -124,8 +131,8 @@ def list_keys(_: AdminKey, session: SessionDep) -> list[KeyOut]:
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: str, _: AdminKey, session: SessionDep) -> KeyOut:
-    return KeyOut.of(key_service.revoke_key(session, key_id))
+def revoke_key(key_id: str, key: AdminKey, session: SessionDep) -> KeyOut:
+    return KeyOut.of(key_service.revoke_key(session, key_id, actor=audit.key_actor(key)))
 
 
 def _exchange_filter(
@@ -185,3 +192,48 @@ def export_exchanges(
 @router.get("/exchanges/{exchange_id}")
 def get_exchange(exchange_id: str, _: AdminKey, session: SessionDep) -> ExchangeView:
     return ExchangeView.of(exchange_service.get_exchange(session, exchange_id))
+
+
+class AuditEntryOut(BaseModel):
+    id: str
+    created_at: datetime
+    actor: str
+    actor_id: str | None
+    action: str
+    entity: str
+    entity_id: str
+    bot_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@router.get("/audit")
+def list_audit(
+    _: AdminKey,
+    session: SessionDep,
+    bot: str | None = None,
+    actor: str | None = Query(None, max_length=320),
+    action: str | None = Query(
+        None, max_length=60, description="Exact, or a prefix ending in '.'."
+    ),
+    entity: str | None = Query(None, max_length=40),
+    entity_id: str | None = Query(None, max_length=40),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=10_000_000),
+) -> list[AuditEntryOut]:
+    """Who changed what and when (releases, reviews, annotations, staff, thresholds), newest first."""
+    flt = audit.AuditFilter(
+        bot_id=bot_service.get_bot(session, bot).id if bot else None,
+        actor=actor,
+        action=action,
+        entity=entity,
+        entity_id=entity_id,
+        since=since,
+        until=until,
+    )
+    return [
+        AuditEntryOut.model_validate(e, from_attributes=True)
+        for e in audit.list_entries(session, flt, limit=limit, offset=offset)
+    ]

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from api.deps import AdminKey, RuntimeDep, SessionDep
-from api.models import ApiKey
-from api.services.access.audit import NamedActor
+from api.services.access.audit import key_actor
 from api.services.releases import lifecycle as service
 from api.services.releases.lifecycle import AliasMove, ReleaseCreate, ReleaseView
 
 router = APIRouter(prefix="/api/bots/{slug}/releases", tags=["releases"])
 
 
-def _actor(key: ApiKey) -> NamedActor:
-    return NamedActor(key.id, key.name or key.prefix)
+_actor = key_actor
 
 
 @router.get("")
@@ -44,9 +43,24 @@ async def detach(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep)
     return await service.detach(runtime, slug, release_id, _actor(key))
 
 
+class PromoteRequest(BaseModel):
+    force: bool = Field(
+        False,
+        description="Promote although the release's review decision is not 'promote' (recorded "
+        "in the audit log). Without it such a promotion is refused with 409.",
+    )
+
+
 @router.post("/{release_id}/promote")
-async def promote(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep) -> AliasMove:
-    return await service.promote_release(runtime, slug, release_id, _actor(key))
+async def promote(
+    slug: str,
+    release_id: str,
+    key: AdminKey,
+    runtime: RuntimeDep,
+    body: PromoteRequest | None = None,
+) -> AliasMove:
+    force = body.force if body is not None else False
+    return await service.promote_release(runtime, slug, release_id, _actor(key), force=force)
 
 
 @router.post("/rollback")

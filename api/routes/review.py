@@ -186,8 +186,9 @@ class VerdictIn(BaseModel):
     )
     comment: str = ""
     apply_to_group: bool = Field(
-        False, description="Settle the other pending items of the group the same way (a deliberate "
-        "choice: near-identical questions may still need different answers)."
+        False,
+        description="Settle the other pending items of the group the same way (a deliberate "
+        "choice: near-identical questions may still need different answers).",
     )
 
 
@@ -209,6 +210,9 @@ class AnnotationOut(BaseModel):
     answer: str
     review_id: str | None
     enabled: bool
+    awaiting_approval: bool = Field(
+        description="Four-eyes: waiting for a second reviewer's approval."
+    )
     answered: int = Field(description="Client questions it answered (exchanges marked with it).")
     created_at: datetime
 
@@ -221,6 +225,7 @@ class AnnotationOut(BaseModel):
             answer=row.answer,
             review_id=row.review_id,
             enabled=row.enabled,
+            awaiting_approval=row.awaiting_approval,
             answered=answered.get(row.id, 0),
             created_at=row.created_at,
         )
@@ -348,6 +353,13 @@ def get_item(item_id: str, actor: ReviewActor, session: SessionDep) -> ItemOut:
     return ItemOut.of(review_service.get_item(session, actor, item_id))
 
 
+@router.post("/items/{item_id}/live")
+def live_item(item_id: str, actor: ReviewActor, session: SessionDep) -> ItemOut:
+    """The live answer's item for the same exchange (queued now if needed), to correct it too."""
+    live = review_service.live_item(session, actor, item_id)
+    return ItemOut.of(review_service.get_item(session, actor, live.id))
+
+
 @router.post("/items/{item_id}/lock")
 def lock_item(item_id: str, actor: ReviewActor, session: SessionDep, request: Request) -> LockOut:
     lock = review_service.lock_item(
@@ -445,6 +457,15 @@ def list_annotations(
         AnnotationOut.of(a, answered)
         for a in annotation_service.list_annotations(session, bot.id, limit=limit)
     ]
+
+
+@router.post("/annotations/{annotation_id}/approve")
+def approve_annotation(
+    annotation_id: str, actor: ReviewActor, session: SessionDep
+) -> AnnotationOut:
+    """A second reviewer approves a four-eyes annotation: from now on it answers clients."""
+    row = annotation_service.approve(session, actor, annotation_id)
+    return AnnotationOut.of(row, annotation_service.answered_counts(session, row.bot_id))
 
 
 @router.patch("/annotations/{annotation_id}")

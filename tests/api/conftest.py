@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from api.db import transaction
 from api.models import Exchange
+from api.services.access.audit import SYSTEM_ACTOR
 from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
@@ -51,15 +52,22 @@ def harness_with(settings: Settings, backend: ScriptedBackend) -> Iterator[Harne
                 session,
                 BotCreate(slug="acme", name="Acme", system_prompt="You are Acme's bot."),
                 base_model="scripted-model",
+                actor=SYSTEM_ACTOR,
             )
             globex = create_bot(
-                session, BotCreate(slug="globex", name="Globex"), base_model="scripted-model"
+                session,
+                BotCreate(slug="globex", name="Globex"),
+                base_model="scripted-model",
+                actor=SYSTEM_ACTOR,
             )
             initech = create_bot(
-                session, BotCreate(slug="initech", name="Initech"), base_model="scripted-model"
+                session,
+                BotCreate(slug="initech", name="Initech"),
+                base_model="scripted-model",
+                actor=SYSTEM_ACTOR,
             )
-            _, key = create_key(session, bots=[acme, initech], name="acme key")
-            _, other = create_key(session, bots=[globex], name="globex key")
+            _, key = create_key(session, bots=[acme, initech], name="acme key", actor=SYSTEM_ACTOR)
+            _, other = create_key(session, bots=[globex], name="globex key", actor=SYSTEM_ACTOR)
         yield Harness(client, backend, settings, key, other)
 
 

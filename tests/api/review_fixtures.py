@@ -143,3 +143,23 @@ def item(h: Harness, item_id: str) -> ReviewItem:
         assert row is not None
         session.expunge(row)
         return row
+
+
+def log_in_page(h: Harness, path: str, email: str = "boss@shadowdesk.test") -> str:
+    """The HTML of a staff page, seen by an admin logged in through the login form."""
+    import re
+
+    staff(h, email, role="admin")
+    c = h.client
+    login = c.get("/review/login").text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', login)
+    assert found is not None
+    r = c.post(
+        "/review/login",
+        data={"email": email, "password": PASSWORD, "csrf_token": found.group(1), "next": path},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    page = c.get(path)
+    assert page.status_code == 200, page.text
+    return page.text

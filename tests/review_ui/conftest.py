@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.db import transaction
-from api.services.access.audit import CLI_ACTOR
+from api.services.access.audit import CLI_ACTOR, SYSTEM_ACTOR
 from api.services.access.keys import create_key
 from api.services.access.staff import Actor, create_user
 from api.services.bots.management import BotCreate, create_bot, find_bot, get_bot
@@ -81,8 +81,18 @@ class Site:
         """A bot (created unless it exists, e.g. the demo) with a chat key; returns the key."""
         with self.db() as session:
             bot = find_bot(session, slug) or create_bot(
-                session, BotCreate(slug=slug, name=slug.capitalize()), base_model="scripted-model"
+                session,
+                BotCreate(slug=slug, name=slug.capitalize()),
+                base_model="scripted-model",
+                actor=SYSTEM_ACTOR,
             )
+            # No random draws of live answers and refusals: the pages show exactly the items the
+            # test made (tests/api/services/review/test_feed.py covers the sampling).
+            bot.policy = {
+                **(bot.policy or {}),
+                "live_review_sample_rate": 0.0,
+                "refusal_review_sample_rate": 0.0,
+            }
             if candidate_prompt is not None:
                 from api.services.releases.lifecycle import ReleaseCreate, create_release
 
@@ -93,7 +103,7 @@ class Site:
                     default_base_model="scripted-model",
                     actor=CLI_ACTOR,
                 )
-            _, key = create_key(session, bots=[bot], name=f"{slug} site")
+            _, key = create_key(session, bots=[bot], name=f"{slug} site", actor=SYSTEM_ACTOR)
             return key
 
     def staff(self, email: str, role: str = "reviewer", bots: tuple[str, ...] = ()) -> None:

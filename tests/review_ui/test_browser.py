@@ -125,7 +125,9 @@ def test_a_reviewer_works_the_queue_with_the_keyboard_only(site: Site, browser: 
 
     key(page, "r", navigates=False)  # reject: the reasons appear, the first one focused
     assert page.locator("#reject-panel").is_visible()
-    assert page.locator("input[name=reject_reason]").first.evaluate("el => el === document.activeElement")
+    assert page.locator("input[name=reject_reason]").first.evaluate(
+        "el => el === document.activeElement"
+    )
     key(page, "2", navigates=False)  # picks "should refuse" and moves on to the comment
     assert page.locator("input[name=reject_reason][value=should_refuse]").is_checked()
     assert page.locator("#reject-comment").evaluate("el => el === document.activeElement")

@@ -117,3 +117,81 @@ def test_assets_are_vendored(harness: Harness) -> None:
     assert htmx.status_code == 200 and "htmx" in htmx.text[:200] and len(htmx.text) > 40_000
     assert "data-key" in harness.client.get("/review/static/review.js").text
     assert harness.client.get("/review/static/review.css").status_code == 200
+
+
+def test_admins_read_the_audit_log_and_reviewers_cannot(harness: Harness) -> None:
+    staff(harness, "boss@acme.test", role="admin")
+    staff(harness, "rev@acme.test", bots=("acme",))
+    admin_key = {"Authorization": f"Bearer {harness.settings.admin_key.get_secret_value()}"}  # type: ignore[union-attr]
+    c = harness.client
+    release = c.post(
+        "/api/bots/acme/releases", headers=admin_key, json={"mode": "retrieval"}
+    ).json()
+    assert (
+        c.post(f"/api/bots/acme/releases/{release['id']}/attach", headers=admin_key).status_code
+        == 200
+    )
+
+    entries = c.get(
+        "/api/audit", headers=admin_key, params={"bot": "acme", "action": "release."}
+    ).json()
+    assert [e["action"] for e in entries] == ["release.attach", "release.create"]  # newest first
+    assert entries[0]["after"] == {"candidate": True} and entries[0]["entity_id"] == release["id"]
+    staff_entries = c.get("/api/audit", headers=admin_key, params={"entity": "staff_user"}).json()
+    assert {e["action"] for e in staff_entries} >= {"staff.create"}
+    assert c.get("/api/audit", headers=harness.auth()).status_code == 403  # a bot key is no admin
+
+    log_in(c, "boss@acme.test")
+    page = c.get("/review/audit", params={"bot": "acme"})
+    assert page.status_code == 200 and "release.attach" in page.text and "Audit log" in page.text
+    c.cookies.clear()
+    log_in(c, "rev@acme.test")
+    assert c.get("/review/audit").status_code == 403
+    assert "Audit log" not in c.get("/review/queue").text  # not offered to reviewers
+
+
+def test_admins_promote_from_the_metrics_page_only_with_the_decision_or_a_confirmation(
+    harness: Harness,
+) -> None:
+    staff(harness, "boss@acme.test", role="admin")
+    staff(harness, "rev@acme.test", bots=("acme",))
+    admin_key = {"Authorization": f"Bearer {harness.settings.admin_key.get_secret_value()}"}  # type: ignore[union-attr]
+    c = harness.client
+    live_before = c.get("/api/bots/acme/releases", headers=admin_key).json()
+    [old_live] = [r["id"] for r in live_before if r["status"] == "live"]
+    release = c.post(
+        "/api/bots/acme/releases", headers=admin_key, json={"mode": "retrieval"}
+    ).json()
+    c.post(f"/api/bots/acme/releases/{release['id']}/attach", headers=admin_key)
+
+    token = log_in(c, "boss@acme.test")
+    page = c.get("/review/metrics", params={"bot": "acme"}).text
+    # No reviews yet: the card offers promotion only behind an explicit confirmation.
+    assert f"/releases/{release['id']}/promote" in page
+    assert 'name="force" value="true" required' in page
+    url = f"/review/bots/acme/releases/{release['id']}/promote"
+    refused = c.post(url, data={"csrf_token": token})
+    assert refused.status_code == 409 and "promote it anyway" in refused.text
+    assert [
+        r["id"]
+        for r in c.get("/api/bots/acme/releases", headers=admin_key).json()
+        if r["status"] == "live"
+    ] == [old_live]
+
+    moved = c.post(url, data={"csrf_token": token, "force": "true"}, follow_redirects=False)
+    assert moved.status_code == 303
+    releases = c.get("/api/bots/acme/releases", headers=admin_key).json()
+    assert [r["id"] for r in releases if r["status"] == "live"] == [release["id"]]
+    [entry] = c.get("/api/audit", headers=admin_key, params={"action": "release.promote"}).json()
+    assert entry["actor"] == "boss@acme.test" and entry["after"]["forced"] is True
+
+    back = c.post("/review/bots/acme/rollback", data={"csrf_token": token}, follow_redirects=False)
+    assert back.status_code == 303
+    releases = c.get("/api/bots/acme/releases", headers=admin_key).json()
+    assert [r["id"] for r in releases if r["status"] == "live"] == [old_live]
+    assert [r["id"] for r in releases if r["candidate"]] == [release["id"]]  # shadows again
+
+    c.cookies.clear()
+    token = log_in(c, "rev@acme.test")
+    assert f"/releases/{release['id']}/promote" not in c.get("/review/metrics?bot=acme").text
+    assert c.post(url, data={"csrf_token": token, "force": "true"}).status_code == 403

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +17,8 @@ from sqlalchemy.orm import Session
 from api.errors import AuthenticationFailed, InvalidRequest, NotFound
 from api.ids import new_id
 from api.models import ApiKey, Bot
+from api.services.access import audit
+from api.services.access.audit import AuditActor
 from api.unit_of_work import ACCESS, changed
 
 KEY_PREFIX = "sd-"
@@ -27,8 +30,24 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def summary_of(key: ApiKey) -> dict[str, Any]:
+    """The key as the audit log records it: never the secret or its hash."""
+    return {
+        "name": key.name,
+        "prefix": key.prefix,
+        "admin": key.is_admin,
+        "bots": sorted(b.slug for b in key.bots),
+        "revoked": key.revoked_at is not None,
+    }
+
+
 def create_key(
-    session: Session, *, bots: list[Bot], is_admin: bool = False, name: str = ""
+    session: Session,
+    *,
+    bots: list[Bot],
+    actor: AuditActor,
+    is_admin: bool = False,
+    name: str = "",
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the secret (the only time the secret exists in clear)."""
     if not is_admin and not bots:
@@ -44,6 +63,9 @@ def create_key(
     )
     session.add(key)
     session.flush()
+    audit.record(
+        session, actor, "key.create", entity="api_key", entity_id=key.id, after=summary_of(key)
+    )
     changed(session, ACCESS)
     return key, secret
 
@@ -88,11 +110,21 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def revoke_key(session: Session, key_id: str) -> ApiKey:
+def revoke_key(session: Session, key_id: str, *, actor: AuditActor) -> ApiKey:
     key = session.get(ApiKey, key_id)
     if key is None:
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
     if key.revoked_at is None:
+        before = summary_of(key)
         key.revoked_at = datetime.now(UTC)
+        audit.record(
+            session,
+            actor,
+            "key.revoke",
+            entity="api_key",
+            entity_id=key.id,
+            before=before,
+            after=summary_of(key),
+        )
         changed(session, ACCESS)
     return key

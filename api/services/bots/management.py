@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, NotFound
 from api.ids import new_id
 from api.models import Bot, Release
+from api.services.access import audit
+from api.services.access.audit import AuditActor
 from api.services.bots.policy import BotPolicy
 from api.services.knowledge.config import KnowledgeConfig
 from api.unit_of_work import ACCESS, changed
@@ -90,7 +92,12 @@ class BotUpdate(_all_optional(BotFields, "BotUpdateFields", leave_out=("knowledg
     """A partial update of a bot's settings (knowledge settings have their own endpoint)."""
 
 
-def create_bot(session: Session, data: BotCreate, *, base_model: str) -> Bot:
+def settings_of(bot: Bot) -> dict[str, Any]:
+    """The bot's configuration as the audit log records it (its fields, no secrets)."""
+    return {"slug": bot.slug, **{field: getattr(bot, field) for field in BotFields.model_fields}}
+
+
+def create_bot(session: Session, data: BotCreate, *, base_model: str, actor: AuditActor) -> Bot:
     """Create a bot and its first release (the base model, no adapter), made live."""
     if session.scalar(select(Bot.id).where(Bot.slug == data.slug)) is not None:
         raise Conflict(f"A bot with slug '{data.slug}' already exists.", param="slug")
@@ -105,6 +112,15 @@ def create_bot(session: Session, data: BotCreate, *, base_model: str) -> Bot:
         session.flush()
     except IntegrityError as exc:  # a concurrent create of the same slug
         raise Conflict(f"A bot with slug '{data.slug}' already exists.", param="slug") from exc
+    audit.record(
+        session,
+        actor,
+        "bot.create",
+        entity="bot",
+        entity_id=bot.id,
+        bot_id=bot.id,
+        after=settings_of(bot),
+    )
     changed(session, ACCESS)
     return bot
 
@@ -124,8 +140,9 @@ def list_bots(session: Session) -> list[Bot]:
     return list(session.scalars(select(Bot).order_by(Bot.slug)))
 
 
-def update_bot(session: Session, slug: str, data: BotUpdate) -> Bot:
+def update_bot(session: Session, slug: str, data: BotUpdate, *, actor: AuditActor) -> Bot:
     bot = get_bot(session, slug)
+    before = settings_of(bot)
     changes: dict[str, Any] = data.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     if "policy" in changes:  # a partial policy changes only the fields it names
         changes["policy"] = BotPolicy.model_validate(
@@ -134,12 +151,34 @@ def update_bot(session: Session, slug: str, data: BotUpdate) -> Bot:
     for field, value in changes.items():
         setattr(bot, field, value)
     session.flush()
+    after = settings_of(bot)
+    if after != before:  # only what changed, so the log reads as a diff
+        audit.record(
+            session,
+            actor,
+            "bot.update",
+            entity="bot",
+            entity_id=bot.id,
+            bot_id=bot.id,
+            before={k: v for k, v in before.items() if after[k] != v},
+            after={k: v for k, v in after.items() if before[k] != v},
+        )
     changed(session, ACCESS)
     return bot
 
 
-def delete_bot(session: Session, slug: str) -> None:
+def delete_bot(session: Session, slug: str, *, actor: AuditActor) -> None:
     bot = get_bot(session, slug)
+    # The entry outlives the bot: audit_log has no foreign keys.
+    audit.record(
+        session,
+        actor,
+        "bot.delete",
+        entity="bot",
+        entity_id=bot.id,
+        bot_id=bot.id,
+        before=settings_of(bot),
+    )
     bot.live_release_id = None
     session.flush()
     session.delete(bot)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +38,19 @@ class BotPolicy(BaseModel):
     group_similarity: float = Field(
         0.92, description="Questions at least this similar share a review group (reviewed once)."
     )
+    live_review_sample_rate: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="While candidates shadow, the share of live answers queued too, so a wrong "
+        "live answer can still be corrected (without candidates, review_sample_rate applies).",
+    )
+    refusal_review_sample_rate: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Share of refusals queued for review: a wrong refusal is as bad as a wrong answer.",
+    )
     # Decision
     min_reviews: int = Field(20, ge=1, description="Reviews of a release needed before a decision.")
     promote_threshold: float = Field(
@@ -54,6 +67,11 @@ class BotPolicy(BaseModel):
     )
     # Annotation reply
     annotations_enabled: bool = True
+    annotation_approval: Literal["immediate", "four_eyes"] = Field(
+        "immediate",
+        description="immediate: a reviewer's approved or corrected answer answers near-identical "
+        "client questions at once; four_eyes: only after a second reviewer approves it.",
+    )
     annotation_similarity: float = Field(
         0.90,
         ge=0.0,

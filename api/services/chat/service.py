@@ -231,7 +231,7 @@ class ChatService:
             flags=plan.flags,
             annotation_id=plan.annotation_id,
         )
-        jobs = follow_up_jobs(turn) if outcome.status == "completed" else []
+        jobs = follow_up_jobs(turn, outcome.status)
         await self.writer.write(record, jobs)
         if jobs:
             self.runtime.notify_worker()  # the writer commits outside any session: no hook fires
@@ -298,24 +298,27 @@ def _citations(turn: ChatTurn, answer: str) -> list[dict[str, Any]] | None:
     ]
 
 
-def follow_up_jobs(turn: ChatTurn) -> list[dict[str, Any]]:
-    """Background work an answered exchange starts, committed with it: a shadow answer per candidate
-    (sampled), or, without candidates, a review-feed job for the live answer."""
-    if turn.plan.annotation_id is not None:
+def follow_up_jobs(turn: ChatTurn, status: str) -> list[dict[str, Any]]:
+    """Background work an answer starts, committed with it: a shadow answer per candidate (sampled)
+    and a review-feed job for the live answer, which decides whether staff see it (answers and
+    refusals alike: a wrong refusal is as bad as a wrong answer)."""
+    if turn.plan.annotation_id is not None or status not in ("completed", "refused"):
         return []
     bot = turn.bot
-    if bot.candidate_release_ids:
+    jobs: list[dict[str, Any]] = []
+    if bot.candidate_release_ids and status == "completed":
         from api.services.releases.shadow import shadow_job_rows
 
-        return shadow_job_rows(
+        jobs += shadow_job_rows(
             turn.exchange_id, bot.id, bot.policy, bot.candidate_release_ids, _rng
         )
-    if not bot.policy.review_enabled:
-        return []
-    # Even at a low sample rate the feed must see every answer: priority cases are queued regardless.
-    from api.services.review.feed import review_feed_job_row
+    if bot.policy.review_enabled:
+        # Even at a low sample rate the feed must see every answer: priority cases are queued
+        # regardless.
+        from api.services.review.feed import review_feed_job_row
 
-    return [review_feed_job_row(turn.exchange_id, bot.id)]
+        jobs.append(review_feed_job_row(turn.exchange_id, bot.id))
+    return jobs
 
 
 _rng = random.Random()

@@ -38,9 +38,16 @@ class KnowledgeConfig(BaseModel):
         "unreachable), let the model answer anyway, flagged no_context and put in front of "
         "reviewers, instead of refusing (or answering 503).",
     )
-    topics: list[str] = Field(default_factory=list)
-    example_questions: list[str] = Field(default_factory=list)
-    out_of_scope_examples: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(
+        default_factory=list,
+        description="What the bot covers, in a few words each (sharpens the guard).",
+    )
+    example_questions: list[str] = Field(
+        default_factory=list, description="Questions it should answer (sharpens the guard)."
+    )
+    out_of_scope_examples: list[str] = Field(
+        default_factory=list, description="Questions it should refuse (sharpens the guard)."
+    )
     greeting_message: str | None = Field(
         None,
         description="What the bot answers to a greeting (default: says what it covers, from its name, "

@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestSource:
-    """A file to ingest: where it is now and the name that identifies the document."""
+    """A file to ingest: where it is now, the name that identifies the document, and (for a file
+    ingested from disk where it lives) its resolved path, so that the same file reached another
+    way later replaces its document instead of adding a second one."""
 
     path: Path
     source: str
+    origin: str | None = None
+
+    @classmethod
+    def from_disk(cls, path: Path, source: str) -> IngestSource:
+        return cls(path, source, str(path.resolve()))
 
 
 def originals_dir(settings: Settings, bot_id: str) -> Path:
@@ -56,6 +63,7 @@ def ingest_sources(
     thread or a job."""
     with transaction(sessions) as session:
         config = knowledge_of(bot_row(session, bot_id).knowledge)
+        sources = _known_names(session, bot_id, sources)
     spec = hub.spec(config)
     base = hub.base(spec)
     by_name = {item.source: item for item in sources}
@@ -73,6 +81,26 @@ def ingest_sources(
         force=force,
         on_result=record,
     )
+
+
+def _known_names(
+    session: Session, bot_id: str, sources: Sequence[IngestSource]
+) -> list[IngestSource]:
+    """Sources renamed to the document their file already is (same resolved path): a document's
+    identity does not depend on whether it was reached through its folder or on its own."""
+    origins = [s.origin for s in sources if s.origin]
+    if not origins:
+        return list(sources)
+    rows = session.execute(
+        select(Document.origin, Document.source).where(
+            Document.bot_id == bot_id, Document.origin.in_(origins)
+        )
+    )
+    known = {str(origin): str(source) for origin, source in rows}
+    return [
+        IngestSource(s.path, known.get(s.origin, s.source), s.origin) if s.origin else s
+        for s in sources
+    ]
 
 
 def _record_document(
@@ -98,6 +126,7 @@ def _record_document(
             session.add(row)
             changed(session, ACCESS)  # the bot may have had no documents until now
         row.source = item.source
+        row.origin = item.origin
         row.title = result.title or item.source
         row.format = result.format or ""
         row.content_hash = result.content_hash or ""

@@ -28,6 +28,8 @@ from api.models import AuditEntry, Bot, Release
 from api.runtime import Runtime
 from api.services.access.audit import AuditActor, record
 from api.services.bots.management import get_bot, next_release_version
+from api.services.review.metrics import release_decision
+from api.services.review.queue import retire_items
 from api.unit_of_work import ACCESS, changed
 from serving.backend import Backend, BackendError
 
@@ -117,12 +119,17 @@ class ReleaseView(BaseModel):
 
 
 class AliasMove(BaseModel):
-    """A promotion or a rollback: the alias pointed at `before` and now points at `after`."""
+    """A promotion or a rollback: the alias pointed at `before` and now points at `after`; the
+    candidates shadowing afterwards; for a promotion, the review decision it went against, if any."""
 
     bot: str
     action: str
     before: str | None
     after: str
+    candidates: list[str] = []
+    decision: str | None = None
+    decision_reason: str | None = None
+    forced: bool = False
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -205,36 +212,61 @@ def set_candidate(
             {"candidate": candidate},
         )
         session.flush()
+        retire_items(session, bot)
         changed(session, ACCESS)
     return ReleaseView.of(release, bot.live_release_id)
 
 
-def promote(session: Session, slug: str, release_id: str, *, actor: AuditActor) -> AliasMove:
-    """Point the bot's alias at `release_id` (it stops being a candidate)."""
+def promote(
+    session: Session, slug: str, release_id: str, *, actor: AuditActor, force: bool = False
+) -> AliasMove:
+    """Point the bot's alias at `release_id` (it stops being a candidate). Unless `force`, only a
+    release whose review decision is "promote" may go live: a redo or a release still collecting
+    reviews is refused with the decision, and a forced promotion is recorded as such."""
     bot = get_bot(session, slug)
     release = get_release(session, bot, release_id)
     if release.id == bot.live_release_id:
         raise Conflict(
             f"Release v{release.version} is already live.", param="release_id", code="already_live"
         )
-    return _move_alias(session, bot, release, PROMOTE, actor)
+    decision = release_decision(session, bot, release.id)
+    if decision.action != "promote" and not force:
+        raise Conflict(
+            f"The review decision for v{release.version} is {decision.action.upper()} "
+            f"({decision.reason}); promote it anyway with force.",
+            param="release_id",
+            code="decision_not_promote",
+        )
+    candidates = sorted(_candidates(session, bot) - {release.id})
+    return _move_alias(
+        session,
+        bot,
+        release,
+        PROMOTE,
+        actor,
+        candidates,
+        decision=decision.action,
+        decision_reason=decision.reason,
+        forced=decision.action != "promote",
+    )
 
 
 def rollback(session: Session, slug: str, *, actor: AuditActor) -> AliasMove:
-    """Point the alias back at the release that was live before the last promotion not yet rolled
-    back; repeated rollbacks walk further back through the promotions."""
+    """Restore the bot as it was before the last promotion not yet rolled back: the same live
+    release and the same candidates. Repeated rollbacks walk further back through the promotions."""
     bot = get_bot(session, slug)
     target = rollback_target(session, bot)
     if target is None:
         raise Conflict(
             f"Bot '{bot.slug}' has no earlier release to roll back to.", code="nothing_to_roll_back"
         )
-    return _move_alias(session, bot, get_release(session, bot, target), ROLLBACK, actor)
+    live, candidates = target
+    return _move_alias(session, bot, get_release(session, bot, live), ROLLBACK, actor, candidates)
 
 
-def rollback_target(session: Session, bot: Bot) -> str | None:
-    """Replay the bot's alias moves from the audit log as a stack: a promotion pushes the release it
-    replaced, a rollback pops. The top is where a rollback goes."""
+def rollback_target(session: Session, bot: Bot) -> tuple[str, list[str]] | None:
+    """Replay the bot's alias moves from the audit log as a stack: a promotion pushes the state it
+    replaced (live release and candidates), a rollback pops. The top is where a rollback goes."""
     moves = session.scalars(
         select(AuditEntry)
         .where(
@@ -244,19 +276,38 @@ def rollback_target(session: Session, bot: Bot) -> str | None:
         )
         .order_by(AuditEntry.created_at, AuditEntry.id)
     )
-    stack: list[str] = []
+    stack: list[tuple[str, list[str]]] = []
     for move in moves:
-        if move.action == PROMOTE and move.before and move.before.get("live_release_id"):
-            stack.append(move.before["live_release_id"])
+        before = move.before or {}
+        if move.action == PROMOTE and before.get("live_release_id"):
+            stack.append((str(before["live_release_id"]), list(before.get("candidates") or [])))
         elif move.action == ROLLBACK and stack:
             stack.pop()
     return stack[-1] if stack else None
 
 
+def _candidates(session: Session, bot: Bot) -> set[str]:
+    return set(
+        session.scalars(
+            select(Release.id).where(Release.bot_id == bot.id, Release.candidate.is_(True))
+        )
+    )
+
+
 def _move_alias(
-    session: Session, bot: Bot, release: Release, action: str, actor: AuditActor
+    session: Session,
+    bot: Bot,
+    release: Release,
+    action: str,
+    actor: AuditActor,
+    candidates: list[str],
+    *,
+    decision: str | None = None,
+    decision_reason: str | None = None,
+    forced: bool = False,
 ) -> AliasMove:
     before = bot.live_release_id
+    candidates_before = sorted(_candidates(session, bot))
     # Compare-and-set: if another promotion committed since we read the bot, refuse instead of
     # writing an audit entry whose "before" is wrong.
     moved = session.execute(
@@ -269,7 +320,16 @@ def _move_alias(
         raise Conflict(
             f"Bot '{bot.slug}' changed its live release meanwhile; try again.", code="alias_moved"
         )
-    release.candidate = False
+    wanted = set(candidates) - {release.id}
+    for row in session.scalars(select(Release).where(Release.bot_id == bot.id)):
+        row.candidate = row.id in wanted
+    after: dict[str, Any] = {
+        "live_release_id": release.id,
+        "version": release.version,
+        "candidates": sorted(wanted),
+    }
+    if decision is not None:
+        after |= {"decision": decision, "decision_reason": decision_reason, "forced": forced}
     _audit(
         session,
         actor,
@@ -277,13 +337,23 @@ def _move_alias(
         "bot",
         bot.id,
         bot.id,
-        {"live_release_id": before},
-        {"live_release_id": release.id, "version": release.version},
+        {"live_release_id": before, "candidates": candidates_before},
+        after,
     )
     session.flush()
     session.refresh(bot)
+    retire_items(session, bot)
     changed(session, ACCESS)
-    return AliasMove(bot=bot.slug, action=action, before=before, after=release.id)
+    return AliasMove(
+        bot=bot.slug,
+        action=action,
+        before=before,
+        after=release.id,
+        candidates=sorted(wanted),
+        decision=decision,
+        decision_reason=decision_reason,
+        forced=forced,
+    )
 
 
 def _resolve_fields(
@@ -452,13 +522,15 @@ async def detach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor
 
 
 async def promote_release(
-    runtime: Runtime, slug: str, release_id: str, actor: AuditActor
+    runtime: Runtime, slug: str, release_id: str, actor: AuditActor, *, force: bool = False
 ) -> AliasMove:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
     await ensure_servable(
         runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
     )
-    move = await _in_transaction(runtime, lambda s: promote(s, slug, release_id, actor=actor))
+    move = await _in_transaction(
+        runtime, lambda s: promote(s, slug, release_id, actor=actor, force=force)
+    )
     return move
 
 
@@ -469,7 +541,7 @@ async def rollback_release(runtime: Runtime, slug: str, actor: AuditActor) -> Al
         return (
             None
             if found is None
-            else ReleaseView.of(get_release(session, bot, found), bot.live_release_id)
+            else ReleaseView.of(get_release(session, bot, found[0]), bot.live_release_id)
         )
 
     release = await _in_transaction(runtime, target)

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import NotFound
+from api.errors import Conflict, NotFound
 from api.ids import new_id
 from api.models import Annotation, Exchange, utcnow
 from api.services.access import audit
@@ -52,23 +52,23 @@ def create_annotation(
     answer: str,
     review_id: str | None,
     now: datetime | None = None,
+    four_eyes: bool = False,
 ) -> Annotation:
-    """Add an enabled annotation; enabled ones of the bot with the same question are switched off,
-    so the newest verdict on a question is the one that answers."""
+    """Add an annotation. At once it is enabled, and enabled ones of the bot with the same question
+    are switched off, so the newest verdict on a question is the one that answers. With
+    `four_eyes` it waits, disabled, until another reviewer approves it (`approve`)."""
     now = now or utcnow()
-    same = normalize_question(question)
-    for older in session.scalars(
-        select(Annotation).where(Annotation.bot_id == bot_id, Annotation.enabled.is_(True))
-    ):
-        if normalize_question(older.question) == same:
-            _switch(session, actor, older, False, reason="superseded", now=now)
+    if not four_eyes:
+        _supersede(session, actor, bot_id, question, now)
     row = Annotation(
         id=new_id("ann"),
         bot_id=bot_id,
         question=question.strip(),
         answer=answer,
         review_id=review_id,
-        enabled=True,
+        enabled=not four_eyes,
+        awaiting_approval=four_eyes,
+        created_by=actor.id,
         created_at=now,
         updated_at=now,
     )
@@ -88,6 +88,37 @@ def create_annotation(
     return row
 
 
+def approve(session: Session, actor: Actor, annotation_id: str) -> Annotation:
+    """A second reviewer's approval: the waiting annotation starts answering clients. Its author
+    cannot approve it."""
+    row = get_annotation(session, actor, annotation_id)
+    if not row.awaiting_approval:
+        raise Conflict(
+            "This annotation is not waiting for an approval.", code="not_awaiting_approval"
+        )
+    if row.created_by is not None and row.created_by == actor.id:
+        raise Conflict(
+            "The reviewer who wrote an answer cannot approve it: a second reviewer must.",
+            code="four_eyes",
+        )
+    now = utcnow()
+    _supersede(session, actor, row.bot_id, row.question, now)
+    row.awaiting_approval = False
+    _switch(session, actor, row, True, reason="approved by a second reviewer", now=now)
+    return row
+
+
+def _supersede(
+    session: Session, actor: AuditActor, bot_id: str, question: str, now: datetime
+) -> None:
+    same = normalize_question(question)
+    for older in session.scalars(
+        select(Annotation).where(Annotation.bot_id == bot_id, Annotation.enabled.is_(True))
+    ):
+        if normalize_question(older.question) == same:
+            _switch(session, actor, older, False, reason="superseded", now=now)
+
+
 def get_annotation(session: Session, actor: Actor, annotation_id: str) -> Annotation:
     """The annotation, or NotFound (also when `actor` does not review its bot)."""
     row = session.get(Annotation, annotation_id)
@@ -99,6 +130,11 @@ def get_annotation(session: Session, actor: Actor, annotation_id: str) -> Annota
 def set_enabled(session: Session, actor: Actor, annotation_id: str, enabled: bool) -> Annotation:
     """Switch an annotation on or off (audited); staff of the annotation's bot only."""
     row = get_annotation(session, actor, annotation_id)
+    if enabled and row.awaiting_approval:
+        raise Conflict(
+            "This annotation waits for a second reviewer's approval; it cannot simply be switched on.",
+            code="four_eyes",
+        )
     if row.enabled != enabled:
         _switch(session, actor, row, enabled)
     return row

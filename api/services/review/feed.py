@@ -39,6 +39,8 @@ WEIGHTS = {
     "low_retrieval": 2.0,
     "novel": 1.0,
     "sampled": 0.0,
+    # A reviewer asked for it (the live answer beside a candidate's).
+    "requested": 0.0,
 }
 REVIEWED = ("approved", "corrected", "rejected")
 # Questions compared against per decision: the most recent ones keep the cost flat as the queue grows.
@@ -115,8 +117,12 @@ def enqueue_review(
     thumbs_down: bool,
     policy: BotPolicy,
     rng: random.Random,
+    sample_rate: float | None = None,
+    priority_cases: frozenset[str] | None = None,
 ) -> ReviewItem | None:
-    """Queue the answer for review when it is sampled or a priority case; None when it is not.
+    """Queue the answer for review when it is sampled (at `sample_rate`, default the policy's
+    `review_sample_rate`) or a priority case (any, or only those in `priority_cases`); None when it
+    is not.
 
     Idempotent per (exchange, release): a second call returns the existing item, adding priority
     reasons that appeared since (a thumbs-down that came after the answer) while it is pending.
@@ -124,6 +130,8 @@ def enqueue_review(
     reasons = _priority_reasons(
         session, bot_id, question, answer, live_answer, top_retrieval_score, thumbs_down, policy
     )
+    if priority_cases is not None:
+        reasons = {r: v for r, v in reasons.items() if r in priority_cases}
     existing = session.scalar(
         select(ReviewItem).where(
             ReviewItem.exchange_id == exchange_id,
@@ -137,7 +145,7 @@ def enqueue_review(
                 existing.reasons = list(merged)
                 existing.priority = max(existing.priority, _priority(reasons))
         return existing
-    if rng.random() < policy.review_sample_rate:
+    if rng.random() < (policy.review_sample_rate if sample_rate is None else sample_rate):
         reasons["sampled"] = 0.0
     if not reasons:
         return None
@@ -251,6 +259,8 @@ def review_live_answer(sessions: sessionmaker[Session], exchange_id: str) -> dic
             return {"skipped": "exchange_deleted"}
         bot = session.get(Bot, exchange.bot_id)
         assert bot is not None  # the exchange goes with its bot
+        policy = policy_of(bot.policy)
+        rate, priority_cases = live_sampling(session, bot, exchange, policy)
         item = enqueue_review(
             session,
             bot_id=bot.id,
@@ -262,13 +272,44 @@ def review_live_answer(sessions: sessionmaker[Session], exchange_id: str) -> dic
             live_answer=None,
             top_retrieval_score=top_retrieval_score(exchange),
             thumbs_down=exchange.feedback == -1,
-            policy=policy_of(bot.policy),
+            policy=policy,
             rng=_rng,
+            sample_rate=rate,
+            priority_cases=priority_cases,
         )
         return {
             "review_item_id": item.id if item else None,
             "reasons": list(item.reasons) if item else [],
         }
+
+
+# What still queues a sampled-only live answer outside its sample: the client said it was wrong.
+CLIENT_SIGNALS = frozenset({"thumbs_down"})
+
+
+def live_sampling(
+    session: Session, bot: Bot, exchange: Exchange, policy: BotPolicy
+) -> tuple[float, frozenset[str] | None]:
+    """How often the live answer is drawn for review, and which priority cases still queue it.
+
+    Refusals are drawn at their own rate; answers at the live rate while candidates shadow (the
+    candidates' answers carry the priority cases then, so a novel question is not queued twice),
+    else at the main rate with every priority case. A thumbs-down always queues the live answer:
+    it is the one the client saw."""
+    if exchange.status == "refused":
+        return policy.refusal_review_sample_rate, CLIENT_SIGNALS
+    shadowing = session.scalar(
+        select(Release.id)
+        .where(
+            Release.bot_id == bot.id,
+            Release.candidate.is_(True),
+            Release.id != bot.live_release_id,
+        )
+        .limit(1)
+    )
+    if shadowing is not None:
+        return policy.live_review_sample_rate, CLIENT_SIGNALS
+    return policy.review_sample_rate, None
 
 
 def live_answer_to_compare(session: Session, exchange: Exchange) -> str | None:

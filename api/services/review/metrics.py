@@ -137,6 +137,21 @@ def decide(tally: Tally, policy: BotPolicy, *, live: bool = False) -> Decision:
     return Decision("redo", f"{pct} > {policy.retrain_threshold:.0%}")
 
 
+def release_decision(session: Session, bot: Bot, release_id: str) -> Decision:
+    """What the thresholds say about one release now (its items' latest verdicts)."""
+    latest: dict[str, tuple[str, float | None]] = {}
+    for item_id, verdict, distance in session.execute(
+        select(Review.item_id, Review.verdict, Review.edit_distance)
+        .where(Review.bot_id == bot.id, Review.release_id == release_id)
+        .order_by(Review.created_at, Review.id)
+    ):
+        latest[item_id] = (verdict, distance)
+    tally = Tally()
+    for verdict, distance in latest.values():
+        tally.add(verdict, distance)
+    return decide(tally, policy_of(bot.policy), live=release_id == bot.live_release_id)
+
+
 def bot_metrics(
     session: Session, actor: Actor, bot: Bot, *, days: int = 30, now: datetime | None = None
 ) -> BotMetrics:

@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, or_, select, true
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, or_, select, true, update
 from sqlalchemy.orm import Session, aliased
 
+from api.db import rowcount
 from api.errors import InvalidRequest, NotFound
 from api.models import Bot, Exchange, Release, Review, ReviewItem, ShadowAnswer, StaffUser, utcnow
 from api.services.access.staff import Actor, require_bot
 
-STATUSES = ("pending", "approved", "corrected", "rejected", "skipped")
+# "retired": the release stopped answering before anyone reviewed it (kept for the record).
+STATUSES = ("pending", "approved", "corrected", "rejected", "skipped", "retired")
 REJECT_REASONS = ("wrong", "should_refuse", "unsafe", "outdated")
 _REASON = re.compile(r"^[a-z0-9_:-]{1,40}$")
 
@@ -299,3 +301,24 @@ def last_question(messages: list[dict[str, Any]]) -> str:
 def aware(moment: datetime) -> datetime:
     """SQLite hands datetimes back without a zone; they are stored in UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def retire_items(session: Session, bot: Bot) -> int:
+    """Take the pending items of releases that no longer answer (neither live nor candidate) out of
+    the queue, kept for the record as "retired"; returns how many."""
+    answering = select(Release.id).where(
+        Release.bot_id == bot.id,
+        or_(Release.candidate.is_(True), Release.id == bot.live_release_id),
+    )
+    done = session.execute(
+        update(ReviewItem)
+        .where(
+            ReviewItem.bot_id == bot.id,
+            ReviewItem.status == "pending",
+            ReviewItem.release_id.is_not(None),
+            ReviewItem.release_id.not_in(answering),
+        )
+        .values(status="retired", locked_by=None, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(done)

@@ -8,11 +8,12 @@ same group, at once.
 Verdicts. `act` records a `Review` (approved / corrected / rejected / skipped) with the text before
 and after and the normalised edit distance, moves the item to that status, writes the audit entry,
 and for approved and corrected answers creates the annotation that answers near-identical
-questions from then on. A verdict settles the item's group by default: the other pending items of
-the group (same bot, same release, near-identical question) take the same status without a
-`Review` row of their own. Only human judgements become reviews, so metrics and training data
-count each judgement once, while nobody reviews the same question fifty times. A reviewer who sees
-that the group's answers differ can judge the item alone (`apply_to_group=False`).
+questions from then on (at once, or, for four-eyes bots, once a second reviewer approves it). A
+reviewer may settle the item's group with the same verdict (`apply_to_group=True`, a deliberate
+choice: near-identical questions can still need different answers): the other pending items of the
+group (same bot, same release, near-identical question) take the same status without a `Review`
+row of their own. Only human judgements become reviews, so metrics and training data count each
+judgement once, while nobody reviews the same question fifty times.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from api.models import (
 )
 from api.services.access import audit
 from api.services.access.staff import Actor, can_review
+from api.services.bots.policy import policy_of
 from api.services.review import annotations as annotation_service
 from api.services.review.answer_edits import edit_distance
 from api.services.review.queue import (
@@ -261,7 +263,7 @@ def lock_next(
 def act(
     session: Session, actor: Actor, item_id: str, verdict: Verdict, *, now: datetime | None = None
 ) -> Outcome:
-    """Record `verdict` on the item (and by default its pending group); see the module docstring."""
+    """Record `verdict` on the item (and, when asked, its pending group); see the module docstring."""
     verdict = verdict.validated()
     now = now or utcnow()
     item = visible_item(session, actor, item_id, for_update=True)
@@ -315,6 +317,7 @@ def act(
             answer=corrected if corrected is not None else original,
             review_id=review.id,
             now=now,
+            four_eyes=_four_eyes(session, item.bot_id),
         )
     after = _item_state(session, item) | {"annotation_id": annotation.id if annotation else None}
     audit.record(
@@ -458,3 +461,41 @@ def _item_state(session: Session, item: ReviewItem) -> dict[str, Any]:
             "edit_distance": latest.edit_distance,
         }
     return state
+
+
+def live_item(session: Session, actor: Actor, item_id: str) -> ReviewItem:
+    """The review item of the live answer to `item_id`'s exchange, queued now if it was not (a
+    reviewer looking at a candidate's answer can correct the answer the client got, too)."""
+    item = visible_item(session, actor, item_id)
+    exchange = session.get(Exchange, item.exchange_id)
+    assert exchange is not None
+    if item.shadow_answer_id is None:
+        return item  # already the live answer
+    existing = session.scalar(
+        select(ReviewItem).where(
+            ReviewItem.exchange_id == exchange.id,
+            ReviewItem.release_id.is_not_distinct_from(exchange.release_id),
+            ReviewItem.shadow_answer_id.is_(None),
+        )
+    )
+    if existing is not None:
+        return existing
+    live = ReviewItem(
+        id=new_id("rvw"),
+        bot_id=item.bot_id,
+        exchange_id=exchange.id,
+        release_id=exchange.release_id,
+        shadow_answer_id=None,
+        status="pending",
+        priority=0.0,
+        reasons=["requested"],
+        group_key=new_id("grp"),
+    )
+    session.add(live)
+    session.flush()
+    return live
+
+
+def _four_eyes(session: Session, bot_id: str) -> bool:
+    bot = session.get(Bot, bot_id)
+    return bot is not None and policy_of(bot.policy).annotation_approval == "four_eyes"

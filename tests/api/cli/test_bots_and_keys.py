@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.cli import app as cli
+from api.db import transaction
 from api.settings import Settings
 from tests.fakes import ScriptedBackend
 from tests.support.databases import open_sessions
@@ -83,7 +85,6 @@ def test_cli_errors_are_clear(data_dir: Path) -> None:
 def test_revoked_key_stops_working(data_dir: Path) -> None:
     runner.invoke(cli, ["bots", "create", "acme"])
     key = runner.invoke(cli, ["keys", "create", "--bot", "acme"]).stdout.strip().splitlines()[-1]
-    from api.db import transaction
     from api.services.access.keys import list_keys
 
     settings = Settings(_env_file=None, data_dir=data_dir, create_demo_bot=False)  # type: ignore[call-arg]
@@ -101,5 +102,63 @@ def test_revoked_key_stops_working(data_dir: Path) -> None:
 
 def test_db_upgrade_and_current(data_dir: Path) -> None:
     r = runner.invoke(cli, ["db", "upgrade"])
-    assert r.exit_code == 0 and "database at 0001" in r.output
+    assert r.exit_code == 0 and "database at 0002" in r.output
     assert runner.invoke(cli, ["db", "current"]).exit_code == 0
+
+
+def test_bots_take_their_knowledge_settings_with_the_api_models_limits(data_dir: Path) -> None:
+    r = runner.invoke(
+        cli,
+        [
+            "bots",
+            "create",
+            "lamps",
+            "--scope",
+            "Kestrel lamps",
+            "--topic",
+            "Glow lamps",
+            "--topic",
+            "the Perch hub",
+            "--example-question",
+            "How do I pair a lamp?",
+            "--out-of-scope-example",
+            "Tell me a joke",
+            "--top-k",
+            "6",
+            "--min-score",
+            "0.3",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        cli, ["bots", "update", "lamps", "--top-k", "3", "--topic", "Glow lamps only"]
+    )
+    assert r.exit_code == 0, r.output
+    from api.services.bots.management import get_bot
+    from api.services.knowledge.config import knowledge_of
+
+    settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
+    with open_sessions(settings) as sessions, transaction(sessions) as session:
+        knowledge = knowledge_of(get_bot(session, "lamps").knowledge)
+    assert (knowledge.top_k, knowledge.min_score, knowledge.topics) == (3, 0.3, ["Glow lamps only"])
+    assert knowledge.example_questions == ["How do I pair a lamp?"]  # untouched by the update
+    assert knowledge.out_of_scope_examples == ["Tell me a joke"]
+    # The limits are the API's: no drift between the CLI and the models.
+    r = runner.invoke(cli, ["bots", "update", "lamps", "--top-k", "0"])
+    assert r.exit_code == 2 and "--top-k" in r.output
+    r = runner.invoke(cli, ["bots", "create", "zero", "--top-p", "0"])
+    assert r.exit_code == 2 and "--top-p" in r.output and "greater than 0" in r.output
+
+
+def test_tables_never_cut_ids_on_a_narrow_terminal(data_dir: Path) -> None:
+    runner.invoke(cli, ["bots", "create", "a-rather-long-bot-slug", "--scope", "x"])
+    runner.invoke(
+        cli, ["keys", "create", "--bot", "a-rather-long-bot-slug", "--name", "a long key name"]
+    )
+    r = runner.invoke(cli, ["bots", "list"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0 and "a-rather-long-bot-slug" in r.output, r.output
+    for command in (["keys", "list"], ["releases", "list", "a-rather-long-bot-slug"]):
+        r = runner.invoke(cli, command, env={"COLUMNS": "80"})
+        assert r.exit_code == 0, r.output
+        # whole ids on one line, never "rel_01a2…" or folded over two lines
+        assert re.search(r"\b(?:rel|key)_[0-9a-f]{32}\b", r.output), r.output

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 from sqlalchemy import select
 
 from api.db import transaction
@@ -78,6 +82,49 @@ def test_admin_updates_and_deletes_a_bot(harness: Harness) -> None:
     assert harness.exchange_count() == 0  # the bot's exchanges went with it
 
 
+def test_bot_and_key_changes_are_audited_without_secrets(harness: Harness) -> None:
+    bot = harness.client.post(
+        "/api/bots", headers=admin(harness), json={"slug": "umbrella", "name": "Umbrella"}
+    ).json()
+    harness.client.patch(
+        "/api/bots/umbrella", headers=admin(harness), json={"temperature": 0.2, "name": "Umbrella"}
+    )
+    key = harness.client.post(
+        "/api/keys", headers=admin(harness), json={"bots": ["umbrella"], "name": "web"}
+    ).json()
+    harness.client.post(f"/api/keys/{key['id']}/revoke", headers=admin(harness))
+    harness.client.post(f"/api/keys/{key['id']}/revoke", headers=admin(harness))  # no-op
+    harness.client.delete("/api/bots/umbrella", headers=admin(harness))
+
+    def entries(**params: str) -> list[dict[str, object]]:
+        r = harness.client.get("/api/audit", headers=admin(harness), params=params)
+        assert r.status_code == 200, r.text
+        return list(reversed(r.json()))  # oldest first
+
+    on_bot = entries(entity="bot", entity_id=bot["id"])
+    assert [e["action"] for e in on_bot] == ["bot.create", "bot.update", "bot.delete"]
+    assert {e["actor"] for e in on_bot} == {"bootstrap admin"}
+    created, updated, deleted = on_bot
+    assert created["after"]["slug"] == "umbrella" and created["before"] is None  # type: ignore[index]
+    # An update records only what changed: the unchanged name is not there.
+    assert updated["before"] == {"temperature": 0.7} and updated["after"] == {"temperature": 0.2}
+    assert deleted["before"]["temperature"] == 0.2 and deleted["after"] is None  # type: ignore[index]
+
+    on_key = entries(entity="api_key", entity_id=key["id"])
+    assert [e["action"] for e in on_key] == ["key.create", "key.revoke"]
+    assert on_key[0]["after"] == {
+        "name": "web",
+        "prefix": key["prefix"],
+        "admin": False,
+        "bots": ["umbrella"],
+        "revoked": False,
+    }
+    assert on_key[1]["after"]["revoked"] is True  # type: ignore[index]
+    assert key["key"] not in json.dumps(entries())  # the secret is never logged
+    by_admin = entries(action="key.", actor="bootstrap admin")
+    assert [e["action"] for e in by_admin] == ["key.create", "key.revoke"]
+
+
 def test_admin_validation_and_conflicts(harness: Harness) -> None:
     assert_envelope(
         harness.client.post(
@@ -151,3 +198,62 @@ def test_bot_policy_is_validated_and_applied(harness: Harness) -> None:
 
     with harness.client.app.state.runtime.sessions() as session:  # type: ignore[attr-defined]
         assert session.query(Job).count() == 0  # review off: no review-feed job
+
+
+def test_exchanges_show_everything_stored_filter_and_export(harness: Harness) -> None:
+    h = harness
+    c = h.client
+    for question in ("How do I reset my password?", "Where is my parcel?"):
+        assert (
+            c.post("/v1/chat/completions", json=chat_body(question), headers=h.auth()).status_code
+            == 200
+        )
+    first = h.exchanges()[0].id
+    c.post(
+        f"/v1/exchanges/{first}/feedback",
+        json={"rating": "down", "comment": "Too vague."},
+        headers=h.auth(),
+    )
+    listed = c.get("/api/exchanges", headers=admin(h), params={"bot": "acme"}).json()
+    assert len(listed) == 2
+    row = next(r for r in listed if r["id"] == first)
+    for field in (
+        "citations",
+        "passages",
+        "guard",
+        "flags",
+        "annotation_id",
+        "feedback",
+        "feedback_comment",
+        "api_key_id",
+    ):
+        assert field in row
+    assert row["feedback"] == -1 and row["feedback_comment"] == "Too vague."
+
+    def ids(**params: str) -> list[str]:
+        r = c.get("/api/exchanges", headers=admin(h), params=params)
+        assert r.status_code == 200, r.text
+        return [x["id"] for x in r.json()]
+
+    assert ids(rating="down") == [first]
+    assert ids(rating="none") == [x["id"] for x in listed if x["id"] != first]
+    assert ids(text="PARCEL") == [x["id"] for x in listed if x["id"] != first]
+    assert ids(status="refused") == []
+    assert ids(since="2999-01-01T00:00:00Z") == []
+    assert len(ids(limit="1")) == 1 and ids(limit="1", offset="1") != ids(limit="1")
+    assert c.get("/api/exchanges", headers=admin(h), params={"rating": "meh"}).status_code == 400
+
+    jsonl = c.get("/api/exchanges/export", headers=admin(h), params={"bot": "acme"})
+    assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith(
+        "application/x-ndjson"
+    )
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert {x["id"] for x in lines} == {x["id"] for x in listed}
+    assert next(x for x in lines if x["id"] == first)["feedback_comment"] == "Too vague."
+    table = c.get(
+        "/api/exchanges/export", headers=admin(h), params={"format": "csv", "rating": "down"}
+    )
+    rows = list(csv.DictReader(io.StringIO(table.text)))
+    assert [r["id"] for r in rows] == [first]
+    assert rows[0]["question"] == "How do I reset my password?" and rows[0]["rating"] == "down"
+    assert c.get("/api/exchanges/export", params={"format": "csv"}).status_code == 401

@@ -15,6 +15,7 @@ import pytest
 from api.app import create_app
 from api.db import transaction
 from api.models import Exchange
+from api.services.access.audit import SYSTEM_ACTOR
 from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
@@ -38,8 +39,9 @@ def _provision(app) -> str:  # type: ignore[no-untyped-def]
             session,
             BotCreate(slug="acme", name="Acme", system_prompt="Be helpful."),
             base_model=app.state.settings.model,
+            actor=SYSTEM_ACTOR,
         )
-        return create_key(session, bots=[bot])[1]
+        return create_key(session, bots=[bot], actor=SYSTEM_ACTOR)[1]
 
 
 def _rows(app) -> list[Exchange]:  # type: ignore[no-untyped-def]

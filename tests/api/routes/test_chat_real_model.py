@@ -13,6 +13,7 @@ import pytest
 from api.app import create_app
 from api.db import transaction
 from api.models import Exchange
+from api.services.access.audit import SYSTEM_ACTOR
 from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
@@ -38,8 +39,9 @@ def server(
                 session,
                 BotCreate(slug="acme", name="Acme", system_prompt=SYSTEM, temperature=0),
                 base_model=backend.model_name,
+                actor=SYSTEM_ACTOR,
             )
-            key = create_key(session, bots=[bot])[1]
+            key = create_key(session, bots=[bot], actor=SYSTEM_ACTOR)[1]
         yield app, url, key, backend
 
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.db import transaction
 from api.models import Exchange
+from api.services.access.audit import SYSTEM_ACTOR
 from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
@@ -40,7 +41,7 @@ def demo(
         with transaction(app.state.sessions) as session:
             from api.services.bots.management import get_bot
 
-            key = create_key(session, bots=[get_bot(session, "demo")])[1]
+            key = create_key(session, bots=[get_bot(session, "demo")], actor=SYSTEM_ACTOR)[1]
         yield client, backend, key
 
 
@@ -133,7 +134,7 @@ def test_a_bot_with_documents_refuses_off_topic_questions_without_topics(demo) -
     with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
         from api.services.bots.management import get_bot
 
-        key = create_key(session, bots=[get_bot(session, "zephyr")])[1]
+        key = create_key(session, bots=[get_bot(session, "zephyr")], actor=SYSTEM_ACTOR)[1]
     calls = len(backend.calls)
 
     def ask(text: str) -> dict:  # type: ignore[type-arg]
@@ -324,13 +325,16 @@ def test_vector_store_down_gives_503_and_readyz_fails(tmp_path: Path) -> None:
     app = create_app(settings, backend=ScriptedBackend())
     with TestClient(app) as client:
         with transaction(app.state.sessions) as session:
-            a = create_bot(session, BotCreate(slug="a", name="a"), base_model="x")
+            a = create_bot(
+                session, BotCreate(slug="a", name="a"), base_model="x", actor=SYSTEM_ACTOR
+            )
             b = create_bot(
                 session,
                 BotCreate(slug="b", name="b", knowledge={"answer_without_context": True}),
                 base_model="x",
+                actor=SYSTEM_ACTOR,
             )
-            key = create_key(session, bots=[a, b])[1]
+            key = create_key(session, bots=[a, b], actor=SYSTEM_ACTOR)[1]
             from api.models import Document
 
             for bot in (a, b):  # as if documents had been ingested while the store was up
@@ -372,6 +376,12 @@ def test_cli_ingest_reports_bad_files_and_exits_1(
     assert "a.md" in listed and "sub/a.md" in listed  # same file name, different documents
     r = runner.invoke(cli, ["ingest", "w", str(folder / "*.md")])
     assert r.exit_code == 0 and "w: 0 ingested, 1 unchanged" in r.output
+    # Deleting says what it did and nothing else: no model-loading bars or warnings.
+    wide = runner.invoke(cli, ["documents", "list", "w"], env={"COLUMNS": "200"}).output
+    doc_id = next(line.split()[1] for line in wide.splitlines() if " sub/a.md " in line)
+    r = runner.invoke(cli, ["documents", "delete", "w", doc_id])
+    assert r.exit_code == 0 and r.output.strip().splitlines() == [f"deleted {doc_id} (1 chunks)"]
+    assert "sub/a.md" not in runner.invoke(cli, ["documents", "list", "w"]).output
 
 
 def test_cli_ingests_a_documentation_site_as_it_is(

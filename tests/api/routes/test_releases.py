@@ -105,8 +105,11 @@ def new_release(h: Harness, slug: str = "acme", **fields: Any) -> dict[str, Any]
     return r.json()
 
 
-def post(h: Harness, path: str) -> Any:
-    return h.client.post(f"/api/bots/acme/releases{path}", headers=admin(h))
+def post(h: Harness, path: str, body: dict[str, Any] | None = None) -> Any:
+    # Promotions here test the alias itself; the review decision has tests of its own.
+    if body is None and path.endswith("/promote"):
+        body = {"force": True}
+    return h.client.post(f"/api/bots/acme/releases{path}", headers=admin(h), json=body)
 
 
 def audit(h: Harness, action: str) -> list[AuditEntry]:
@@ -306,7 +309,16 @@ def test_promote_moves_the_alias_at_once_and_audits_it(h: Harness) -> None:
     )
     r = post(h, f"/{v2['id']}/promote")
     assert r.status_code == 200, r.text
-    assert r.json() == {"bot": "acme", "action": "release.promote", "before": v1, "after": v2["id"]}
+    assert r.json() == {
+        "bot": "acme",
+        "action": "release.promote",
+        "before": v1,
+        "after": v2["id"],
+        "candidates": [],
+        "decision": "collecting",
+        "decision_reason": "0 of 20 reviews needed for a decision",
+        "forced": True,
+    }
     assert live_release_id(h) == v2["id"] and backend.loaded == {"acme-support-v2": "/adapters/v2"}
 
     chat(h)
@@ -315,8 +327,15 @@ def test_promote_moves_the_alias_at_once_and_audits_it(h: Harness) -> None:
     assert [e.release_id for e in h.exchanges()] == [v1, v2["id"]]
 
     [entry] = audit(h, "release.promote")
-    assert entry.before == {"live_release_id": v1}
-    assert entry.after == {"live_release_id": v2["id"], "version": 2}
+    assert entry.before == {"live_release_id": v1, "candidates": [v2["id"]]}
+    assert entry.after == {
+        "live_release_id": v2["id"],
+        "version": 2,
+        "candidates": [],
+        "decision": "collecting",
+        "decision_reason": "0 of 20 reviews needed for a decision",
+        "forced": True,
+    }
     assert (entry.actor, entry.actor_id) == ("bootstrap admin", None)
     listed = {
         r["version"]: r for r in h.client.get("/api/bots/acme/releases", headers=admin(h)).json()
@@ -340,6 +359,10 @@ def test_rollback_walks_back_through_promotions(h: Harness) -> None:
         "action": "release.rollback",
         "before": v3["id"],
         "after": v2["id"],
+        "candidates": [],
+        "decision": None,
+        "decision_reason": None,
+        "forced": False,
     }
     assert live_release_id(h) == v2["id"]
     chat(h)
@@ -350,9 +373,10 @@ def test_rollback_walks_back_through_promotions(h: Harness) -> None:
     post(h, f"/{v3['id']}/promote")
     assert post(h, "/rollback").json()["after"] == v1
     [last] = audit(h, "release.rollback")[-1:]
-    assert last.before == {"live_release_id": v3["id"]} and last.after == {
+    assert last.before == {"live_release_id": v3["id"], "candidates": []} and last.after == {
         "live_release_id": v1,
         "version": 1,
+        "candidates": [],
     }
 
 
@@ -394,13 +418,13 @@ def test_concurrent_promotions_cannot_both_win(h: Harness) -> None:
     with transaction(sessions) as stale:
         stale_bot = get_bot(stale, "acme")  # read before the other promotion commits
         with transaction(sessions) as other:
-            promote(other, "acme", v2["id"], actor=CLI_ACTOR)
+            promote(other, "acme", v2["id"], actor=CLI_ACTOR, force=True)
         with pytest.raises(Conflict):
             from api.services.releases.lifecycle import _move_alias
 
             release = stale.get(Release, v3["id"])
             assert release is not None
-            _move_alias(stale, stale_bot, release, "release.promote", CLI_ACTOR)
+            _move_alias(stale, stale_bot, release, "release.promote", CLI_ACTOR, [])
     assert live_release_id(h) == v2["id"] and len(audit(h, "release.promote")) == 1
 
 
@@ -467,7 +491,10 @@ def test_releases_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             "acme-support-v2": "/adapters/v2"
         }  # loaded into the shared upstream
         r = runner.invoke(cli, ["releases", "promote", "acme", "2"])
+        assert r.exit_code == 1 and "decision for v2 is COLLECTING" in r.output, r.output
+        r = runner.invoke(cli, ["releases", "promote", "acme", "2", "--force"])
         assert r.exit_code == 0 and "promoted" in r.output, r.output
+        assert "review decision: collecting" in r.output and "forced" in r.output
         listed = runner.invoke(cli, ["releases", "list", "acme"]).output
         assert "live" in listed and "acme-support-v2" in listed
         r = runner.invoke(cli, ["releases", "rollback", "acme"])

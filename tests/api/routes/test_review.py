@@ -75,8 +75,11 @@ def test_review_flow_for_an_integration(harness: Harness) -> None:
     r = c.post(
         f"/api/review/items/{first}/review",
         headers=key,
-        json={"verdict": "corrected", "corrected_text": "Hello from the better bot.",
-              "apply_to_group": True},
+        json={
+            "verdict": "corrected",
+            "corrected_text": "Hello from the better bot.",
+            "apply_to_group": True,
+        },
     )
     assert r.status_code == 200, r.text
     out = r.json()

@@ -87,7 +87,9 @@ def test_a_file_reached_twice_is_selected_once(tmp_path: Path) -> None:
 
 def test_an_asciidoc_build_skips_the_page_sources_beside_the_html(tmp_path: Path) -> None:
     meta = '<html><head><meta name="generator" content="AsciiDoc 10.2.0" /></head><body>{}</body></html>'
-    (tmp_path / "git.html").write_text(meta.format("<h1>git</h1><p>The stupid content tracker.</p>"))
+    (tmp_path / "git.html").write_text(
+        meta.format("<h1>git</h1><p>The stupid content tracker.</p>")
+    )
     (tmp_path / "index.html").symlink_to(tmp_path / "git.html")
     (tmp_path / "git-log.html").write_text(meta.format("<h1>git-log</h1><p>Show commit logs.</p>"))
     (tmp_path / "git-log.txt").write_text("git-log(1)\n==========\n\nShow commit logs.\n")

@@ -183,7 +183,7 @@ def test_staff_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.exit_code == 1 and "does not exist" in r.output
     assert runner.invoke(cli, ["staff", "grant", "rev@acme.test", "--bot", "globex"]).exit_code == 0
     assert runner.invoke(cli, ["staff", "deactivate", "rev@acme.test"]).exit_code == 0
-    listed = runner.invoke(cli, ["staff", "list"]).output
+    listed = runner.invoke(cli, ["staff", "list"], env={"COLUMNS": "200"}).output
     assert "rev@acme.test" in listed and "acme, globex" in listed and "boss@acme.test" in listed
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     with open_sessions(settings) as sessions, transaction(sessions) as session:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.db import transaction
 from api.models import Exchange
+from api.services.access.audit import SYSTEM_ACTOR
 from api.services.access.keys import create_key
 from api.services.bots.management import get_bot
 from api.settings import Settings
@@ -35,9 +35,14 @@ def admin() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, ScriptedBackend, str]]:
+def app(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, ScriptedBackend, str]]:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, data_dir=tmp_path_factory.mktemp("data"), admin_key=ADMIN, create_demo_bot=False
+        _env_file=None,
+        data_dir=tmp_path_factory.mktemp("data"),
+        admin_key=ADMIN,
+        create_demo_bot=False,
     )
     backend = ScriptedBackend(words=["Guessing", " an", " answer."])
     with TestClient(create_app(settings, backend=backend)) as client:
@@ -46,18 +51,39 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
             ("lenient", {"guard": False, "min_score": 0.99, "answer_without_context": True}),
             ("zephyr", {}),
         ):
-            r = client.post("/api/bots", headers=admin(), json={
-                "slug": slug, "name": "Zephyr scooters", "scope": "Zephyr electric scooters",
-                "refusal_message": "Sorry, I only know about Zephyr scooters.", "knowledge": knowledge,
-            })
+            r = client.post(
+                "/api/bots",
+                headers=admin(),
+                json={
+                    "slug": slug,
+                    "name": "Zephyr scooters",
+                    "scope": "Zephyr electric scooters",
+                    "refusal_message": "Sorry, I only know about Zephyr scooters.",
+                    "knowledge": knowledge,
+                },
+            )
             assert r.status_code == 201, r.text
-            r = client.post(f"/api/bots/{slug}/documents", headers=admin(), files=[("files", ("manual.md", MANUAL))])
+            r = client.post(
+                f"/api/bots/{slug}/documents",
+                headers=admin(),
+                files=[("files", ("manual.md", MANUAL))],
+            )
             assert r.status_code == 200, r.text
         r = client.post("/api/bots/zephyr/releases", headers=admin(), json={"mode": "retrieval"})
-        assert client.post(f"/api/bots/zephyr/releases/{r.json()['id']}/promote", headers=admin(),
-                           json={"force": True}).status_code == 200
+        assert (
+            client.post(
+                f"/api/bots/zephyr/releases/{r.json()['id']}/promote",
+                headers=admin(),
+                json={"force": True},
+            ).status_code
+            == 200
+        )
         with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
-            key = create_key(session, bots=[get_bot(session, s) for s in ("strict", "lenient", "zephyr")])[1]
+            key = create_key(
+                session,
+                bots=[get_bot(session, s) for s in ("strict", "lenient", "zephyr")],
+                actor=SYSTEM_ACTOR,
+            )[1]
         yield client, backend, key
 
 
@@ -68,11 +94,18 @@ def ask(client: TestClient, key: str, bot: str, text: str, *, stream: bool) -> d
     assert r.status_code == 200, r.text
     if not stream:
         data = r.json()
-        return {"id": data["id"], "text": data["choices"][0]["message"]["content"],
-                **{k: data[k] for k in ("citations", "refused") if k in data}}
+        return {
+            "id": data["id"],
+            "text": data["choices"][0]["message"]["content"],
+            **{k: data[k] for k in ("citations", "refused") if k in data},
+        }
     chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
-    out: dict[str, Any] = {"id": chunks[0]["id"], "text": "".join(
-        c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])}
+    out: dict[str, Any] = {
+        "id": chunks[0]["id"],
+        "text": "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        ),
+    }
     for chunk in chunks:
         out.update({k: chunk[k] for k in ("citations", "refused") if k in chunk})
     return out
@@ -86,14 +119,22 @@ def row(client: TestClient, exchange_id: str) -> Exchange:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_with_no_matching_passage_a_grounded_bot_refuses_instead_of_guessing(app, stream: bool) -> None:  # type: ignore[no-untyped-def]
+def test_with_no_matching_passage_a_grounded_bot_refuses_instead_of_guessing(
+    app, stream: bool
+) -> None:  # type: ignore[no-untyped-def]
     client, backend, key = app
     calls = len(backend.calls)
     answer = ask(client, key, "strict", "Who won the 2018 World Cup?", stream=stream)
-    assert answer["refused"] is True and answer["text"] == "Sorry, I only know about Zephyr scooters."
+    assert (
+        answer["refused"] is True and answer["text"] == "Sorry, I only know about Zephyr scooters."
+    )
     assert "citations" not in answer and len(backend.calls) == calls  # no model call, nothing cited
     stored = row(client, answer["id"])
-    assert stored.status == "refused" and stored.guard is not None and stored.guard["verdict"] == "refuse"
+    assert (
+        stored.status == "refused"
+        and stored.guard is not None
+        and stored.guard["verdict"] == "refuse"
+    )
 
 
 def test_a_bot_allowed_to_answer_without_context_is_flagged_for_review(app) -> None:  # type: ignore[no-untyped-def]

@@ -227,3 +227,64 @@ def test_switching_annotations_is_scoped_and_audited(harness: Harness) -> None:
     with db(harness) as session:
         enabled = session.scalars(select(Annotation.id).where(Annotation.enabled.is_(True))).all()
         assert sorted(enabled) == sorted([newer, theirs])
+
+
+def test_four_eyes_annotations_answer_clients_only_after_a_second_approval(
+    harness: Harness, minilm: SentenceTransformerEmbedder
+) -> None:
+    from api.errors import Conflict
+    from api.services.review import annotations as annotation_service
+    from api.services.review import verdicts as reviews
+
+    h = harness
+    stop_review_feed(h, "acme")
+    assert (
+        h.client.patch(
+            "/api/bots/acme",
+            headers=admin(h),
+            json={"policy": {"annotation_approval": "four_eyes"}},
+        ).status_code
+        == 200
+    )
+    runtime = h.client.app.state.runtime  # type: ignore[attr-defined]
+    runtime._annotations = AnnotationIndex(sessions_of(h), minilm.embed_documents)
+    ana = staff(h, "ana@acme.test", bots=("acme",))
+    bob = staff(h, "bob@acme.test", bots=("acme",))
+    item_id = queue(h, ask(h, "How do I reset my password?"))
+    correction = "Open Settings > Security and choose Reset password."
+    with db(h) as session:
+        outcome = reviews.act(session, ana, item_id, reviews.Verdict("corrected", correction))
+        assert outcome.annotation is not None
+        annotation_id = outcome.annotation.id
+        assert outcome.annotation.awaiting_approval and not outcome.annotation.enabled
+
+    def answer() -> str:
+        r = h.client.post(
+            "/v1/chat/completions",
+            headers=h.auth(),
+            json={
+                "model": "acme",
+                "messages": [{"role": "user", "content": "how can I reset my password"}],
+            },
+        )
+        return str(r.json()["choices"][0]["message"]["content"])
+
+    assert answer() == "Hello from the bot."  # not yet: one reviewer alone put nothing live
+    with db(h) as session, pytest.raises(Conflict, match="second reviewer"):
+        annotation_service.approve(session, ana, annotation_id)  # not by its own author
+    with db(h) as session, pytest.raises(Conflict):
+        set_enabled(session, ana, annotation_id, True)  # nor switched on around the rule
+    with db(h) as session:
+        approved = annotation_service.approve(session, bob, annotation_id)
+        assert approved.enabled and not approved.awaiting_approval
+    assert answer() == correction
+    with db(h) as session:
+        actions = [
+            e.action
+            for e in session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.entity_id == annotation_id)
+                .order_by(AuditEntry.created_at)
+            )
+        ]
+    assert actions == ["annotation.create", "annotation.enable"]

@@ -206,3 +206,133 @@ def test_review_feed_reads_feedback_and_retrieval_from_the_exchange(harness: Har
         review_live_answer(sessions, exchange_id)["review_item_id"] == result["review_item_id"]
     )  # no second item
     assert review_live_answer(sessions, "exch_gone") == {"skipped": "exchange_deleted"}
+
+
+def test_a_thumbs_down_goes_first_and_a_changed_rating_takes_it_back(harness: Harness) -> None:
+    from api.models import ApiKey
+    from api.services.chat.exchanges import record_feedback
+
+    with transaction(harness.client.app.state.sessions) as session:  # type: ignore[attr-defined]
+        # Many reasons at once: weak retrieval, a strong disagreement, a novel question.
+        rich = enqueue(
+            session,
+            "Something nobody asked before?",
+            score=0.05,
+            live_answer="Completely different words here",
+            answer="x" * 40,
+        )
+        assert rich is not None and len(rich.reasons) >= 2
+        _, disliked_id = add_exchange(session, "Why is the ring red?")
+        disliked = enqueue_review(
+            session,
+            bot_id=rich.bot_id,
+            exchange_id=disliked_id,
+            release_id=None,
+            shadow_answer_id=None,
+            question="Why is the ring red?",
+            answer="An answer.",
+            live_answer=None,
+            top_retrieval_score=None,
+            thumbs_down=False,
+            policy=BotPolicy(),
+            rng=random.Random(0),
+        )
+        assert disliked is not None
+        admin = ApiKey(id="key_admin", name="a", prefix="sd-x", secret_hash="h", is_admin=True)
+        record_feedback(session, admin, disliked_id, "down", "  The ring is amber, not red.  ")
+        session.flush()
+        assert disliked.reasons[0] == "thumbs_down" and disliked.priority > rich.priority
+        exchange = session.get_one(Exchange, disliked_id)
+        assert exchange.feedback_comment == "The ring is amber, not red."
+        record_feedback(session, admin, disliked_id, "up")
+        session.flush()
+        assert "thumbs_down" not in disliked.reasons and disliked.priority < 100
+        assert exchange.feedback == 1 and exchange.feedback_comment is None
+
+
+def _policy(h: Harness, **policy: object) -> None:
+    admin_key = h.auth(h.settings.admin_key.get_secret_value())  # type: ignore[union-attr]
+    assert (
+        h.client.patch("/api/bots/acme", headers=admin_key, json={"policy": policy}).status_code
+        == 200
+    )
+
+
+def test_live_answers_are_sampled_while_candidates_shadow(harness: Harness) -> None:
+    from api.models import Job
+    from tests.api.review_fixtures import ask
+
+    h = harness
+    admin_key = h.auth(h.settings.admin_key.get_secret_value())  # type: ignore[union-attr]
+    _policy(h, review_sample_rate=0.0, live_review_sample_rate=1.0, novelty_similarity=0.0)
+    candidate = h.client.post(
+        "/api/bots/acme/releases", headers=admin_key, json={"candidate": True}
+    )
+    assert candidate.status_code == 201
+    exchange_id = ask(h, "How do I reset my password?")
+    sessions = h.client.app.state.sessions  # type: ignore[attr-defined]
+    with transaction(sessions) as session:
+        kinds = sorted(
+            j.kind
+            for j in session.scalars(select(Job))
+            if j.payload.get("exchange_id") == exchange_id
+        )
+    assert kinds == ["review_feed", "shadow"]  # the live answer is considered too
+    assert review_live_answer(sessions, exchange_id)["reasons"] == ["sampled"]
+    with transaction(sessions) as session:
+        live = session.scalars(
+            select(ReviewItem).where(ReviewItem.exchange_id == exchange_id)
+        ).one()
+        assert live.shadow_answer_id is None  # the answer the client got
+
+    # Outside the live sample, a novel question queues the candidates' answers, not the live one
+    # too; a client's thumbs-down does queue it (it is the answer the client saw).
+    _policy(h, live_review_sample_rate=0.0, novelty_similarity=1.0)
+    quiet = ask(h, "Can I change my username?")
+    assert review_live_answer(sessions, quiet)["review_item_id"] is None
+    r = h.client.post(f"/v1/exchanges/{quiet}/feedback", headers=h.auth(), json={"rating": "down"})
+    assert r.status_code == 200, r.text
+    assert review_live_answer(sessions, quiet)["reasons"] == ["thumbs_down"]
+
+
+def test_refusals_are_sampled_at_their_own_rate_and_labelled(harness: Harness) -> None:
+    from tests.api.review_fixtures import ask, log_in_page
+
+    h = harness
+    admin_key = h.auth(h.settings.admin_key.get_secret_value())  # type: ignore[union-attr]
+    h.client.patch(
+        "/api/bots/acme", headers=admin_key, json={"scope": "TPS reports and cover sheets"}
+    )
+    _policy(h, review_sample_rate=0.0, refusal_review_sample_rate=1.0, novelty_similarity=0.0)
+    exchange_id = ask(h, "Give me a recipe for banana bread.")
+    sessions = h.client.app.state.sessions  # type: ignore[attr-defined]
+    with transaction(sessions) as session:
+        assert session.get_one(Exchange, exchange_id).status == "refused"
+    result = review_live_answer(sessions, exchange_id)
+    assert result["reasons"] == ["sampled"]
+    page = log_in_page(h, f"/review/items/{result['review_item_id']}")
+    assert 'id="refusal-label"' in page and "refused this question" in page
+    _policy(h, refusal_review_sample_rate=0.0)
+    other = ask(h, "Who won the football match yesterday?")
+    assert review_live_answer(sessions, other)["review_item_id"] is None
+
+
+def test_a_reviewer_on_a_candidate_answer_can_correct_the_live_one_too(harness: Harness) -> None:
+    from api.services.review.verdicts import live_item
+    from tests.api.review_fixtures import ask, queue, staff, stop_review_feed
+
+    h = harness
+    stop_review_feed(h, "acme")
+    reviewer = staff(h, "rev@acme.test", bots=("acme",))
+    shadow_item = queue(h, ask(h, "How do I reset my password?"), shadow_answer="Candidate says.")
+    sessions = h.client.app.state.sessions  # type: ignore[attr-defined]
+    with transaction(sessions) as session:
+        live = live_item(session, reviewer, shadow_item)
+        assert (
+            live.shadow_answer_id is None
+            and live.reasons == ["requested"]
+            and live.status == "pending"
+        )
+        live_id = live.id
+    with transaction(sessions) as session:
+        assert live_item(session, reviewer, shadow_item).id == live_id  # one live item per exchange
