@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import admin, chat, feedback, health, knowledge, models, releases, review
+from api.routes import (
+    admin,
+    chat,
+    datasets,
+    feedback,
+    health,
+    knowledge,
+    models,
+    releases,
+    review,
+)
 from api.runtime import Runtime, build_runtime
 from api.services.chat.service import ChatService
 from api.settings import Settings, get_settings
@@ -44,7 +54,7 @@ def app_for(runtime: Runtime) -> FastAPI:
     app.state.access = runtime.access
     app.state.chat = ChatService(runtime)
     install_error_handlers(app)
-    for module in (chat, models, feedback, health, admin, knowledge, releases, review):
+    for module in (chat, models, feedback, health, admin, knowledge, releases, review, datasets):
         app.include_router(module.router)
     mount_review_ui(
         app, runtime

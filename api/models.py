@@ -367,3 +367,95 @@ class Document(Base):
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     embedder: Mapped[str] = mapped_column(String(200), default="")
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Dataset(Base):
+    """A bot's training rows under one name; snapshots of it are what training runs read."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Fixed at creation: a row's split is a function of its id and this share, so it never moves.
+    validation_share: Mapped[float] = mapped_column(Float, default=0.1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("bot_id", "name", name="uq_dataset_bot_name"),)
+
+
+class DatasetRow(Base):
+    """One training example (training.rows.Row) with its provenance, review status and flags."""
+
+    __tablename__ = "dataset_rows"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    system: Mapped[str] = mapped_column(Text, default="")
+    history: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    instruction: Mapped[str] = mapped_column(Text)
+    input: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(40), default="")
+    # The output as first written, kept when a reviewer edits it.
+    original_output: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20))  # training.rows.Source
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    chunk_id: Mapped[str | None] = mapped_column(String(100))
+    document_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # training.rows.Status
+    # [{"flag": "pii", "detail": "...", "related": row id | null}] from the quality checks.
+    flags: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(40))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    __table_args__ = (Index("ix_dataset_rows_status", "dataset_id", "status"),)
+
+
+class DatasetSnapshot(Base):
+    """An immutable, content-hashed version of a dataset's trainable rows, written to a file."""
+
+    __tablename__ = "dataset_snapshots"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("datasets.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(4096))
+    train_rows: Mapped[int] = mapped_column(Integer, default=0)
+    validation_rows: Mapped[int] = mapped_column(Integer, default=0)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "version", name="uq_snapshot_dataset_version"),
+    )
+
+
+class GeneratedChunk(Base):
+    """A chunk a generation run has finished in one style: a resumed run skips it."""
+
+    __tablename__ = "generated_chunks"
+
+    dataset_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    style: Mapped[str] = mapped_column(String(20), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    # [{"reason": ..., "text": ...}] for each generated item that did not become a row.
+    dropped: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

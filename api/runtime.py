@@ -43,6 +43,7 @@ class Runtime:
     _knowledge: KnowledgeRegistry | None = None
     _annotations: AnnotationIndex | None = None
     _backend_started: bool = False
+    _generator: Backend | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(
@@ -94,6 +95,8 @@ class Runtime:
             await self.worker.wait_stopped(timeout=30)
         if self._backend_started:
             await self.backend.close()
+        if self._generator is not None:
+            await self._generator.close()
         self.writer.stop()
         self.engine.dispose()
 
@@ -107,6 +110,20 @@ class Runtime:
             ingest_demo_documents(self, created)
 
     # -- parts built on first use -----------------------------------------------------------------
+    async def generator(self) -> Backend:
+        """The backend that writes training rows: `generator_url` when set, else the serving
+        backend (started here if this process has not started it)."""
+        if self._generator is None:
+            generator = build_generator(self.settings)
+            if generator is None:
+                if not self._backend_started:
+                    await self.backend.start()
+                    self._backend_started = True
+                return self.backend
+            await generator.start()
+            self._generator = generator
+        return self._generator
+
     @property
     def backend(self) -> Backend:
         """The model backend (built on first use: importing an engine takes seconds; a CLI command
@@ -177,6 +194,22 @@ def build_runtime(settings: Settings, *, backend: Backend | None = None) -> Runt
     )
     install_after_commit(sessions, runtime.after_commit)
     return runtime
+
+
+def build_generator(settings: Settings) -> Backend | None:
+    """A separate backend for generating training data, when one is configured (None: use the
+    serving backend)."""
+    if not settings.generator_url:
+        return None
+    from serving.openai_backend import OpenAIBackend
+
+    key = settings.generator_api_key.get_secret_value() if settings.generator_api_key else "none"
+    return OpenAIBackend(
+        base_url=settings.generator_url,
+        api_key=key,
+        model=settings.generator_model or settings.model,
+        timeout=settings.backend_timeout_s,
+    )
 
 
 def build_backend(settings: Settings) -> Backend:

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         None, description="OpenAI-compatible upstream base URL (backend=openai)."
     )
     upstream_api_key: SecretStr | None = None
+    generator_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint that writes training rows from documents (a vLLM "
+        "server, Azure OpenAI, ...). Default: the serving backend.",
+    )
+    generator_model: str | None = Field(
+        None, description="The model name at generator_url (required with it)."
+    )
+    generator_api_key: SecretStr | None = None
     backend_timeout_s: float = Field(
         120.0, description="Longest wait for a whole answer before a 504."
     )

@@ -6,6 +6,7 @@ import typer
 
 from api.cli.bots import bots_app
 from api.cli.chat import chat
+from api.cli.datasets import datasets_app, plan
 from api.cli.documents import docs_app, ingest
 from api.cli.keys import keys_app
 from api.cli.releases import releases_app
@@ -17,9 +18,11 @@ app.command()(serve)
 app.command()(worker)
 app.command()(ingest)
 app.command()(chat)
+app.command()(plan)
 app.add_typer(bots_app, name="bots")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(docs_app, name="documents")
 app.add_typer(releases_app, name="releases")
 app.add_typer(staff_app, name="staff")
+app.add_typer(datasets_app, name="datasets")

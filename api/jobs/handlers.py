@@ -17,6 +17,7 @@ RuntimeHandler = (
 
 def registry() -> dict[str, RuntimeHandler]:
     """kind -> handler. Imported lazily so that a process only loads the engines its jobs need."""
+    from api.services.datasets.generation import run_generation_job
     from api.services.knowledge.jobs import run_ingest_job, run_reembed_job
     from api.services.releases.shadow import run_shadow_job
     from api.services.review.feed import run_review_feed_job
@@ -26,6 +27,7 @@ def registry() -> dict[str, RuntimeHandler]:
         "reembed": run_reembed_job,
         "shadow": run_shadow_job,
         "review_feed": run_review_feed_job,
+        "dataset_generation": run_generation_job,
     }
 
 

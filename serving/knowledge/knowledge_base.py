@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,13 @@ from serving.knowledge.embedders import Embedder
 from serving.knowledge.ingestion import IngestResult, SourceFile, ingest_batch
 from serving.knowledge.parsers import ParsedDocument, ParseLimits, parse_document
 from serving.knowledge.retriever import Retriever, effective_instruction
-from serving.knowledge.store import BotIndex, ChromaStore, IndexMismatchError, MetadataValue
+from serving.knowledge.store import (
+    BotIndex,
+    ChromaStore,
+    IndexMismatchError,
+    MetadataValue,
+    StoredChunk,
+)
 
 __all__ = ["DocumentInfo", "IngestResult", "Instructions", "KnowledgeBase", "document_id"]
 
@@ -160,6 +166,12 @@ class KnowledgeBase:
                 latest[doc_id] = dict(meta)
         docs = [_document_info(doc_id, meta, counts[doc_id]) for doc_id, meta in latest.items()]
         return sorted(docs, key=lambda d: d.ingested_at, reverse=True)
+
+    def chunks(self, bot: str) -> Iterator[StoredChunk]:
+        """Every chunk of the bot's documents with its text and metadata (none if it has none)."""
+        index = self._index(bot, create=False)
+        if index is not None:
+            yield from index.iter_chunks()
 
     def delete_document(self, bot: str, doc_id: str) -> int:
         """Remove a document's chunks; returns how many were removed (0 if it was unknown)."""

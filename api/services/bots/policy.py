@@ -78,6 +78,17 @@ class BotPolicy(BaseModel):
         le=1.0,
         description="A client question this similar to an approved one gets its answer.",
     )
+    # Training data
+    training_pii: Literal["flag", "redact"] = Field(
+        "flag",
+        description="Personal data (e-mails, phones, cards, IBANs, ...) in training rows: flag the "
+        "rows for review, or redact it (replace it with [EMAIL], [PHONE], ...) and flag them.",
+    )
+    training_pii_allow: list[str] = Field(
+        default_factory=list,
+        description="E-mails and numbers that are not personal data (the company's own support "
+        "address or phone line): never flagged or redacted.",
+    )
 
 
 def policy_of(raw: dict[str, Any] | None) -> BotPolicy:
