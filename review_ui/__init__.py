@@ -14,7 +14,15 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import ApiError
 from api.runtime import Runtime
-from review_ui import audit_pages, auth, item_pages, login_pages, metrics_pages, queue_pages
+from review_ui import (
+    audit_pages,
+    auth,
+    dataset_pages,
+    item_pages,
+    login_pages,
+    metrics_pages,
+    queue_pages,
+)
 from review_ui.rendering import render
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -28,7 +36,14 @@ def mount_review_ui(app: FastAPI, runtime: Runtime) -> None:
     matcher to refresh after a change.
     """
     app.state.runtime = runtime  # pages reach the annotation matcher through it
-    for module in (login_pages, queue_pages, item_pages, metrics_pages, audit_pages):
+    for module in (
+        login_pages,
+        queue_pages,
+        item_pages,
+        metrics_pages,
+        audit_pages,
+        dataset_pages,
+    ):
         app.include_router(module.router)
     app.mount("/review/static", StaticFiles(directory=STATIC_DIR), name="review-static")
     auth.install_handlers(app)

@@ -25,6 +25,7 @@ from serving.knowledge.store import (
     IndexMismatchError,
     MetadataValue,
     StoredChunk,
+    flat_metadata,
 )
 
 __all__ = ["DocumentInfo", "IngestResult", "Instructions", "KnowledgeBase", "document_id"]
@@ -172,6 +173,17 @@ class KnowledgeBase:
         index = self._index(bot, create=False)
         if index is not None:
             yield from index.iter_chunks()
+
+    def stored_chunk(self, bot: str, chunk_id: str) -> StoredChunk | None:
+        """One chunk by id, or None when it is gone (its document re-ingested or deleted)."""
+        index = self._index(bot, create=False)
+        if index is None:
+            return None
+        found = index.collection.get(ids=[chunk_id], include=["documents", "metadatas"])
+        if not found["ids"]:
+            return None
+        meta = (found["metadatas"] or [{}])[0]
+        return StoredChunk(chunk_id, (found["documents"] or [""])[0] or "", flat_metadata(meta))
 
     def delete_document(self, bot: str, doc_id: str) -> int:
         """Remove a document's chunks; returns how many were removed (0 if it was unknown)."""

@@ -3,6 +3,7 @@ and real headless Chromium driven by Playwright, for the review UI's browser tes
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -57,6 +58,15 @@ class AnsweringBackend(ScriptedBackend):
         self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
     ) -> AsyncIterator[StreamEvent]:
         self.calls.append((list(messages), params, adapter))
+        if any("training data" in m["content"] for m in messages if m["role"] == "system"):
+            # Dataset generation: one pair whose answer is the passage's first sentence.
+            passage = messages[-1]["content"].split('"""')[1].strip()
+            first = re.split(r"(?<=[.!?])\s", passage, maxsplit=1)[0]
+            words = first.split()
+            pair = {"question": f"What should I know about {' '.join(words[:6])}?", "answer": first}
+            yield TextDelta(json.dumps([pair]))
+            yield Finished("stop", 100, len(words))
+            return
         question = next(
             (m["content"] for m in reversed(messages) if m["role"] == "user"), ""
         ).lower()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,72 @@ def test_an_admin_tunes_thresholds_and_switches_an_annotation_off(site: Site, br
     assert page.locator("#annotation-summary [data-stat=annotations_enabled]").inner_text() == "0"
     snap(page, "metrics-admin")
     context.close()
+
+
+def test_a_reviewer_works_a_generated_dataset_with_the_keyboard(site: Site, browser: Any) -> None:
+    import httpx
+
+    site.bot("demo")
+    site.staff("data@kestrel.test", bots=("demo",))
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=site.url, headers=admin, timeout=30) as api:
+        assert api.post("/api/bots/demo/datasets", json={"name": "studio"}).status_code == 201
+        job = api.post(
+            "/api/bots/demo/datasets/studio/generate",
+            json={"styles": ["alpaca"], "max_chunks": 3, "pairs_per_chunk": 1},
+        ).json()
+        deadline = time.monotonic() + 60
+        while api.get(f"/api/jobs/{job['id']}").json()["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, "the generation job did not finish"
+            time.sleep(0.2)
+        generated = api.get(
+            "/api/bots/demo/datasets/studio/rows",
+            params={"source": "generated", "category": "open_qa"},
+        ).json()
+        assert generated["total"] == 3
+
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        path = "/review/bots/demo/datasets/studio?status=pending&category=open_qa"
+        log_in_with_keyboard(page, site.url, "data@kestrel.test", path)
+        assert page.locator("tr[data-row]").count() == 3
+        page.keyboard.press("j")
+        key(page, "o")
+        # The row beside the chunk it was written from.
+        first = generated["rows"][0]
+        expect(page.locator("#row-instruction")).to_have_text(first["instruction"])
+        expect(page.locator("#source-chunk")).to_contain_text(first["output"])
+        snap(page, "dataset-row")
+        key(page, "a")  # approve: on to the next row of the selection
+        expect(page.locator("#row-instruction")).to_have_text(generated["rows"][1]["instruction"])
+        key(page, "e", navigates=False)
+        editor = page.locator("#row-edit")
+        assert editor.evaluate("el => el === document.activeElement")
+        editor.fill("Reviewed: " + generated["rows"][1]["output"])
+        key(page, "Control+Enter")
+        expect(page.locator("#row-instruction")).to_have_text(generated["rows"][2]["instruction"])
+        key(page, "x")  # flag invalid: the last row, so back to the dataset
+        assert page.url.endswith(path)
+        expect(page.locator("tr[data-row]")).to_have_count(0)
+
+        rows = {
+            r["id"]: r
+            for r in api.get(
+                "/api/bots/demo/datasets/studio/rows", params={"category": "open_qa"}
+            ).json()["rows"]
+        }
+        ids = [r["id"] for r in generated["rows"]]
+        assert [rows[i]["status"] for i in ids] == ["approved", "edited", "rejected"]
+        assert rows[ids[1]]["output"].startswith("Reviewed: ")
+        assert rows[ids[1]]["original_output"] == generated["rows"][1]["output"]
+
+        # Bulk: every pending refusal row approved in one go.
+        page.goto(site.url + "/review/bots/demo/datasets/studio?status=pending&category=refusal")
+        pending = page.locator("tr[data-row]").count()
+        assert pending >= 5
+        with page.expect_navigation():
+            page.locator("#bulk button[value=approve]").click()
+        expect(page.locator("#bulk-done")).to_have_text(f"{pending} rows changed.")
+        counts = api.get("/api/bots/demo/datasets/studio").json()["rows"]
+        assert counts["approved"] == pending + 1 and "pending" not in counts
+        context.close()

@@ -85,21 +85,55 @@ _EMAIL = re.compile(
     r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}(?![\w-])"
 )
 # Numbers are ASCII digits (re.ASCII): other scripts' digits are not what these validators check.
-_CARD = re.compile(r"(?<![\d+])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![ -]?\d)", re.ASCII)
+# Not part of a word, a path, a longer number, a decimal ("1.4901161193847656e-08").
+_CARD = re.compile(
+    r"(?<![\w+.,/-])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![ -]?\d|[.,]\d|[eE][+-]?\d)", re.ASCII
+)
+# Issuer prefixes and the lengths their cards have: a Luhn-valid number outside them is an id.
+_CARD_NETWORKS = [
+    (re.compile(r"4"), {13, 16, 19}),  # Visa
+    (re.compile(r"5[1-5]|2(?:22[1-9]|2[3-9]|[3-6]|7[01]|720)"), {16}),  # Mastercard
+    (re.compile(r"3[47]"), {15}),  # American Express
+    (re.compile(r"6(?:011|5|4[4-9])"), {16, 17, 18, 19}),  # Discover
+    (re.compile(r"3(?:0[0-5]|[689])"), {14, 15, 16, 17, 18, 19}),  # Diners Club
+    (re.compile(r"35(?:2[89]|[3-8])"), {16, 17, 18, 19}),  # JCB
+    (re.compile(r"62"), {16, 17, 18, 19}),  # UnionPay
+    (re.compile(r"50(?:18|20|38)|5893|6304|67(?:59|6[1-3])"), set(range(12, 20))),  # Maestro
+]
+# The word right before a number that makes it an identifier, not a card.
+_ID_BEFORE = re.compile(
+    r"\b(?:serial|id|order|invoice|ticket|tracking|ref|reference|isbn|sku|session)\W{0,3}$|#\s?$",
+    re.IGNORECASE,
+)
 _IBAN_START = re.compile(r"(?<![^\W_])[A-Za-z]{2}\d{2}", re.ASCII)
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])", re.ASCII)
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)", re.ASCII)
-_SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}", re.ASCII)
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w-]|\.\d)", re.ASCII)
+# A dotted quad after one of these words on its line is a version ("update V8 to 4.4.63.30").
+_VERSION_NEARBY = re.compile(
+    r"(?:\b(?:v\d*|version|ver|release[ds]?|build|updated?|upgraded?|downgraded?|patch|bumped|"
+    r"section|rfc)\b|§)[^\n]{0,30}$",
+    re.IGNORECASE,
+)
 # Anything phone-shaped; `_is_phone` decides.
 _PHONE = re.compile(
-    r"(?<![\w+.,:/@-])\+?(?:\(\d{1,5}\)|\d)(?:[ .-]?(?:\(\d{1,5}\)|\d)){6,20}(?![\w@]|[.,:-]\d)",
+    r"(?<![\w+.,:/@#-])\+?(?:\(\d{1,5}\)|\d)(?:[ .-]?(?:\(\d{1,5}\)|\d)){6,20}(?![\w@]|[.,:-]\d)",
     re.ASCII,
 )
-_NANP = re.compile(r"(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}", re.ASCII)
-_TRUNK = re.compile(r"\(?0\d{1,4}\)?(?:[ -]?\d{2,4}){1,4}", re.ASCII)
+# North American: (555) 123-4567, or three groups with one separator (not "252.227-7014").
+_NANP = re.compile(
+    r"(?:\+?1[ .-]?)?(?:\(\d{3}\) ?\d{3}[ .-]\d{4}|\d{3}(?P<sep>[ .-])\d{3}(?P=sep)\d{4})", re.ASCII
+)
+# National with a trunk 0: 020 7946 0958, (030) 1234567, 06-12345678, 01 23 45 67 89.
+_NATIONAL = re.compile(r"(?:\(0[1-9]\d{0,3}\)|0[1-9]\d{0,3})(?:[ -]\d{2,8})+", re.ASCII)
+_NOT_PHONE_SHAPES = [
+    re.compile(r"\d{3}-\d{2}-\d{4}"),  # an SSN, even one outside the issued ranges
+    re.compile(r"\d{5}-\d{4}"),  # a US ZIP+4 code (02110-1301)
+    re.compile(r"\d+\.\d+"),  # a decimal (0.000070)
+]
 _DATE = re.compile(r"\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./ ]\d{1,2}[-./ ]\d{2,4}", re.ASCII)
 _PHONE_CONTEXT = re.compile(
-    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text|ring|dial)\b", re.IGNORECASE
+    r"(?<![\w./-])(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|ring|dial)(?![\w./-])",
+    re.IGNORECASE,
 )
 # The word right before a number that makes it something else.
 _NOT_PERSONAL_BEFORE = re.compile(
@@ -139,13 +173,24 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _is_card(text: str, start: int, candidate: str) -> bool:
+    # Cards are written whole or in groups of 4 (Amex 4-6-5): never in pairs like a hex dump.
+    if any(len(group) < 3 for group in re.split(r"[ -]", candidate)):
+        return False
+    digits = re.sub(r"\D", "", candidate)
+    if not any(
+        prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_NETWORKS
+    ):
+        return False
+    return _luhn(digits) and not _ID_BEFORE.search(text, max(0, start - 20), start)
+
+
 def _cards(text: str) -> list[PiiMatch]:
-    found = []
-    for m in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
-        if digits[0] in "23456" and len(set(digits)) > 1 and _luhn(digits):
-            found.append(PiiMatch(PiiKind.CARD, m.start(), m.end(), m.group()))
-    return found
+    return [
+        PiiMatch(PiiKind.CARD, m.start(), m.end(), m.group())
+        for m in _CARD.finditer(text)
+        if _is_card(text, m.start(), m.group())
+    ]
 
 
 def _ibans(text: str) -> list[PiiMatch]:
@@ -180,7 +225,8 @@ def _ips(text: str) -> list[PiiMatch]:
             address = ipaddress.IPv4Address(m.group())
         except ValueError:
             continue
-        if address.is_global and not _NOT_PERSONAL_BEFORE.search(text, 0, m.start()):
+        before = text[max(0, m.start() - 60) : m.start()]
+        if address.is_global and not _VERSION_NEARBY.search(before):
             found.append(PiiMatch(PiiKind.IP, m.start(), m.end(), m.group()))
     return found
 
@@ -191,7 +237,7 @@ def _is_phone(text: str, start: int, candidate: str) -> bool:
         return False
     if candidate.count("(") != candidate.count(")") or _DATE.fullmatch(candidate):
         return False
-    if _SSN_SHAPE.fullmatch(candidate):  # an SSN outside the issued ranges is still no phone
+    if any(shape.fullmatch(candidate) for shape in _NOT_PHONE_SHAPES):
         return False
     before = text[max(0, start - 30) : start]
     context = bool(_PHONE_CONTEXT.search(before))
@@ -201,10 +247,15 @@ def _is_phone(text: str, start: int, candidate: str) -> bool:
         return True
     if candidate.count(".") >= 2:  # versions, IP addresses, build numbers
         return False
-    if candidate.startswith("+"):
+    if candidate.startswith("+"):  # international, also unspaced (E.164: +12065550100)
         return len(digits) >= 8
-    if _TRUNK.fullmatch(candidate) and 9 <= len(digits) <= 12 and not candidate.isdigit():
-        return True
+    if candidate.startswith("00") and not candidate.isdigit():  # international, 00 for +
+        return len(digits) >= 10
+    if _NATIONAL.fullmatch(candidate) and 9 <= len(digits) <= 12:
+        groups = re.split(r"[ -]+", candidate.replace("(", "").replace(")", ""))
+        # The last group of a national number has 3+ digits, unless it is written in pairs (FR).
+        if len(groups[-1]) >= 3 or (len(groups) == 5 and all(len(g) == 2 for g in groups)):
+            return True
     return context
 
 
