@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         None, description="The model name at generator_url (required with it)."
     )
     generator_api_key: SecretStr | None = None
+    generation_concurrency: int = Field(
+        4, ge=1, le=64, description="Chunks a dataset generation job writes rows for at once."
+    )
     backend_timeout_s: float = Field(
         120.0, description="Longest wait for a whole answer before a 504."
     )

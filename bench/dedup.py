@@ -148,8 +148,8 @@ def main() -> None:
                 k
                 for k in keys
                 if jaccard(
-                    shingles(Normalised.of(by_key[k]).text, SHINGLE_WORDS),
-                    shingles(Normalised.of(by_key[planted[k][1]]).text, SHINGLE_WORDS),
+                    shingles(Normalised.of(by_key[k]).exchange, SHINGLE_WORDS),
+                    shingles(Normalised.of(by_key[planted[k][1]]).exchange, SHINGLE_WORDS),
                 )
                 >= args.threshold
             ]

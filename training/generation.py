@@ -155,8 +155,13 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _QA_LINES = re.compile(
     r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:Q(?:uestion)?\s*\d*\s*[:.-])\s*(?P<q>.+?)\s*\n+\s*"
-    r"(?:A(?:nswer)?\s*\d*\s*[:.-])\s*(?P<a>.+?)(?=\n\s*(?:\d+[.)]\s*)?Q(?:uestion)?\s*\d*\s*[:.-]|\Z)",
+    r"(?:A(?:nswer)?|Response|Reply)\s*\d*\s*[:.-]\s*(?P<a>.+?)"
+    r"(?=\n\s*(?:\d+[.)]\s*)?Q(?:uestion)?\s*\d*\s*[:.-]|\Z)",
     re.DOTALL | re.IGNORECASE,
+)
+# Filler small models put before an answer: "The answer is:".
+_FILLER = re.compile(
+    r"^(?:\s*(?:the\s+)?(?:answer|response|solution)\s+is\s*:?\s*)+", re.IGNORECASE
 )
 _QUESTION_KEYS = ("question", "q", "instruction", "prompt", "user", "human", "customer")
 _ANSWER_KEYS = ("answer", "a", "response", "output", "assistant", "gpt", "reply")
@@ -222,7 +227,7 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
                 pairs.append((question or "", answer or ""))
     if not pairs:  # no JSON at all: "Q: … A: …" lines are the next most common shape
         pairs = [(m.group("q").strip(), m.group("a").strip()) for m in _QA_LINES.finditer(text)]
-    return pairs
+    return [(q, _FILLER.sub("", a).strip()) for q, a in pairs]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -198,13 +198,18 @@ class StubUpstream:
             await _send_body(send, 200, _JSON_HEADERS, b"<html>not an API</html>")
             return
 
-        texts = [_echo(scope, req)] if model == "stub-echo" else self._texts
+        if model == "stub-echo":
+            texts = [_echo(scope, req)]
+        elif model == "stub-qa":
+            texts = [_qa(req)]
+        else:
+            texts = self._texts
         finish = "length" if model == "stub-length" else "stop"
         prompt_tokens = _prompt_tokens(req.get("messages"))
         usage = None if model == "stub-nousage" else _usage(prompt_tokens, len(texts))
 
         if not req.get("stream"):
-            text = texts[0] if model == "stub-echo" else self._answer
+            text = texts[0] if model in ("stub-echo", "stub-qa") else self._answer
             reply: dict[str, Any] = {
                 "id": "chatcmpl-stub",
                 "object": "chat.completion",
@@ -263,6 +268,17 @@ def _encode_events(model: str, texts: list[str]) -> list[bytes]:
     # Like OpenAI and vLLM: a first chunk carrying only the role, then one chunk per text piece.
     first = _sse(_chunk(model, {"role": "assistant", "content": ""}, None))
     return [first] + [_sse(_chunk(model, {"content": t}, None)) for t in texts]
+
+
+def _qa(req: Any) -> str:
+    """A dataset generator's reply: one question/answer pair whose answer is the first sentence of
+    the passage in the prompt (between triple quotes)."""
+    prompt = str((req.get("messages") or [{}])[-1].get("content", ""))
+    parts = prompt.split('"""')
+    passage = parts[1].strip() if len(parts) > 2 else prompt
+    first = passage.replace("\n", " ").split(". ")[0].rstrip(".") + "."
+    question = "What does the manual say about " + " ".join(first.split()[:5]) + "?"
+    return _dumps([{"question": question, "answer": first}]).decode()
 
 
 def _echo(scope: Scope, req: Any) -> str:

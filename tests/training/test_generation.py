@@ -92,8 +92,12 @@ GOOD = (
         "Q: How do I reset my Zephyr router?\nA: Hold the reset button on the back for ten "
         "seconds until the light blinks orange.\nQ: Where is the default Wi-Fi password?\nA: It "
         "is printed on the label under the router.",
+        # What SmolLM2-135M writes: "Response:" and filler before the answer.
+        "Question: How do I reset my Zephyr router?\n\nResponse:\nThe answer is:\nHold the reset "
+        "button on the back for ten seconds until the light blinks orange.\n\nQuestion: Where is "
+        "the default Wi-Fi password?\nAnswer: It is printed on the label under the router.",
     ],
-    ids=["json", "fenced-with-prose", "trailing-comma", "wrapped", "q-a-lines"],
+    ids=["json", "fenced-with-prose", "trailing-comma", "wrapped", "q-a-lines", "small-model"],
 )
 def test_what_real_models_reply_is_parsed(reply: str) -> None:
     pairs = parse_pairs(reply)

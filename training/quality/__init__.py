@@ -21,7 +21,14 @@ from training.quality.contradictions import find_contradictions
 from training.quality.duplicates import find_duplicates
 from training.quality.findings import Finding
 from training.quality.outdated import find_outdated
-from training.quality.pii import PiiKind, PiiMatch, find_personal_data, find_pii, redact
+from training.quality.pii import (
+    PiiKind,
+    PiiMatch,
+    find_personal_data,
+    find_pii,
+    redact,
+    redact_text,
+)
 from training.rows import Flag, Provenance, Row
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "find_personal_data",
     "find_pii",
     "redact",
+    "redact_text",
 ]
 
 #: The flags these checks raise (UNSUPPORTED needs the source chunk and a model: not here).
@@ -48,7 +56,7 @@ CHECKS = frozenset(
 
 @dataclass(frozen=True)
 class QualityOptions:
-    """Thresholds of the checks; the defaults are what the tests and bench/dedup.py were tuned on."""
+    """Thresholds of the checks; the defaults are the ones the tests and bench/dedup.py hold to."""
 
     near_duplicate_threshold: float = field(
         default=0.8, metadata={"help": "Word-shingle Jaccard from which two rows are near-copies."}

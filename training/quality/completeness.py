@@ -8,7 +8,9 @@ when it ends:
 - inside a code block (an odd number of ``` or ~~~ fence lines), at any length;
 - and, from `min_words` words on, when its last line, outside code, ends
   - inside a bracket it opened, without a sentence-ending mark ("(for example `--keep 7");
-  - on a comma, semicolon, colon, dash, "&", "/", "+", "=" or "\\" ("Do the following:");
+  - on a comma, semicolon, colon, dash, "&", "/", "+", "=" or "\\" ("Do the following:"), unless
+    the last word is a link or a path, the mark is doubled ("C++") or the line is only marks (a
+    rule, "---");
   - on a word a sentence never ends on: an article, a conjunction, "of", "than", "your", ...;
   - on a bare list marker ("3." or "-" with nothing after it);
   - mid-word: the last word (4 letters or more) occurs nowhere else in the rows checked and begins
@@ -34,6 +36,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 _LAST_WORD = re.compile(r"(?:^|\s)([^\W\d_]+)$")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])$")
 _SENTENCE_END = ".!?…"
+_URL_OR_PATH = re.compile(r"(?:^|\s)(?:\S*://|www\.|/)\S*$")
 _DANGLING_MARKS = ",;:-–—&/+=\\"
 _OPENERS, _CLOSERS = "([{", ")]}"
 # Words a finished English sentence does not end on. Prepositions that double as particles ("turn
@@ -94,15 +97,18 @@ def truncation(
     if len(text.split()) < min_words:
         return None
     prose = _INLINE_CODE.sub("code", _FENCED_BLOCK.sub("code.", text)).rstrip()
-    last_line = prose.rsplit("\n", 1)[-1].rstrip("*_~ \t")
-    if _LIST_MARKER.match(last_line):
+    final = prose.rsplit("\n", 1)[-1].strip()
+    if _LIST_MARKER.match(final):
         return "ends on an empty list item"
+    last_line = final.rstrip("*_~ \t")  # closing emphasis
     if not last_line or last_line.endswith(tuple(_SENTENCE_END)):
         return None
+    if not any(c.isalnum() for c in last_line) or _URL_OR_PATH.search(last_line):
+        return None  # a rule ("---"), a heading underline, a link: they end as they like
     opened = _unclosed(prose)
     if opened:
         return f"ends inside an unclosed '{opened}'"
-    if last_line[-1] in _DANGLING_MARKS:
+    if last_line[-1] in _DANGLING_MARKS and last_line[-2:-1] != last_line[-1]:  # not "C++"
         return f"ends on '{last_line[-1]}'"
     last = _LAST_WORD.search(last_line)
     if last is None:
@@ -118,12 +124,12 @@ def truncation(
 
 
 def _unclosed(text: str) -> str | None:
-    """The innermost bracket left open at the end of `text`; stray closers (":)", "1)") are
-    ignored."""
+    """The innermost bracket left open at the end of `text`. Any closer closes the innermost
+    opener ("(0, 100]" is an interval); stray closers (":)", "1)") are ignored."""
     stack: list[str] = []
     for char in text:
         if char in _OPENERS:
             stack.append(char)
-        elif char in _CLOSERS and stack and _OPENERS.index(stack[-1]) == _CLOSERS.index(char):
+        elif char in _CLOSERS and stack:
             stack.pop()
     return stack[-1] if stack else None

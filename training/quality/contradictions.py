@@ -2,11 +2,13 @@
 rows are flagged CONTRADICTION, each with `related` naming the other; which answer is right is the
 reviewer's call.
 
-Same question: MinHash LSH over the question's content words proposes earlier rows; rapidfuzz
-`token_set_ratio` >= `question_similarity` on the normalised questions confirms, with a plain
-`ratio` of 70 or more (a question whose words are a subset of a longer one's has a token set ratio
-of 100), unless the questions differ in what they ask (other numbers, a negation, opposite words
-like "enable" / "disable": see claims.py). Rows in different conversations are never compared.
+Same question: MinHash LSH over the content words of the instructions proposes earlier rows;
+rapidfuzz `token_set_ratio` >= `question_similarity` on the normalised instructions confirms, with a
+plain `ratio` of 70 or more (a question whose words are a subset of a longer one's has a token set
+ratio of 100), unless the questions differ in what they ask (other numbers, a negation, opposite
+words like "enable" / "disable": see claims.py). Questions are compared only in the same setting:
+the same earlier turns and near-identical inputs with the same numbers (several questions about
+one passage are different questions).
 
 Materially different answers, strongest signal first:
 1. different numbers ("30 days" / "14 days"; "14 business days" / "14 days");
@@ -37,7 +39,14 @@ from training.quality.claims import (
     quantities,
 )
 from training.quality.findings import Finding
-from training.quality.similarity import Normalised, lsh_index, shingles, sketches, words
+from training.quality.similarity import (
+    Normalised,
+    lsh_index,
+    same_setting,
+    shingles,
+    sketches,
+    words,
+)
 from training.rows import Flag, Row
 
 # Two questions must also be this alike as plain strings (rapidfuzz ratio).
@@ -74,7 +83,7 @@ def find_contradictions(
     # Content words only: "how do I" is in half the questions; unigrams: word order barely matters
     # in a short question, and token_set_ratio confirms.
     index = lsh_index(0.5, num_perm)
-    topics = (shingles(_topic(texts[i].question), 1) for i in compared)
+    topics = (shingles(_topic(texts[i].instruction), 1) for i in compared)
     for i, sketch in zip(compared, sketches(topics, num_perm)):
         candidates = sorted(j for j in index.query(sketch) if isinstance(j, int))
         for j in candidates[:max_candidates]:
@@ -101,16 +110,18 @@ def _topic(question: str) -> str:
 
 def _same_question(a: Normalised, b: Normalised, threshold: float) -> float | None:
     """The questions' similarity when they ask the same thing, else None."""
-    if a.context != b.context:
-        return None
-    similarity = fuzz.token_set_ratio(a.question, b.question)
+    similarity = fuzz.token_set_ratio(a.instruction, b.instruction)
     # token_set_ratio forgives extra words entirely ("how do I cancel" scores 100 against "how do I
     # cancel my order from last week"): the plain ratio keeps such pairs apart.
-    if similarity < threshold or fuzz.ratio(a.question, b.question) < _PLAIN_QUESTION_RATIO:
+    if similarity < threshold or fuzz.ratio(a.instruction, b.instruction) < _PLAIN_QUESTION_RATIO:
         return None
-    if quantities(a.question) != quantities(b.question):
+    if not same_setting(a, b) or quantities(a.input) != quantities(b.input):
         return None
-    if negations(a.question) != negations(b.question) or opposite_words(a.question, b.question):
+    if quantities(a.instruction) != quantities(b.instruction):
+        return None
+    if negations(a.instruction) != negations(b.instruction):
+        return None
+    if opposite_words(a.instruction, b.instruction):
         return None
     return similarity
 

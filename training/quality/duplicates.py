@@ -7,8 +7,12 @@ punctuation at the ends of each part do not count):
 1. exact: the same conversation, question and answer -> "same as row X" (X: the first such row);
 2. the same question with a near-identical answer (rapidfuzz `ratio` >= `answer_ratio`) ->
    "same question as row X, answer 94% similar";
-3. near: MinHash LSH over word shingles of question and answer, confirmed by the exact Jaccard
+3. near: MinHash LSH over word shingles of instruction and answer, confirmed by the exact Jaccard
    similarity of the shingles >= `threshold` -> "92% similar to row X".
+
+Rows asked in different settings are never duplicates: other earlier turns, or inputs (passages)
+that are not near-identical (see `similarity.same_setting`). The input is not shingled: rows
+generated from one passage carry it whole, and would all look like copies of each other.
 
 Tests 2 and 3 compare a row only with the rows kept so far (never flagged), so a flagged row always
 names one that stays, and the kept rows are pairwise below the threshold: the greedy pass a person
@@ -26,7 +30,14 @@ from rapidfuzz import fuzz
 
 from training.quality.claims import conflicting_quantities
 from training.quality.findings import Finding
-from training.quality.similarity import Normalised, jaccard, lsh_index, shingles, sketches
+from training.quality.similarity import (
+    Normalised,
+    jaccard,
+    lsh_index,
+    same_setting,
+    shingles,
+    sketches,
+)
 from training.rows import Flag, Row
 
 # Kept rows compared per repeated question: bounds the cost of a question asked thousands of times.
@@ -66,7 +77,7 @@ def find_duplicates(
     index = lsh_index(max(threshold - 0.25, 0.3), num_perm)
     kept_shingles: dict[int, np.ndarray] = {}
     kept_by_question: dict[bytes, list[int]] = {}
-    prepared = [(i, shingles(texts[i].text, shingle_words)) for i in remaining]
+    prepared = [(i, shingles(texts[i].exchange, shingle_words)) for i in remaining]
     for (i, row_shingles), sketch in zip(prepared, sketches((s for _, s in prepared), num_perm)):
         same_question = kept_by_question.setdefault(texts[i].question_key(), [])
         finding = _same_question(rows, texts, i, same_question, answer_ratio)
@@ -121,7 +132,7 @@ def _near(
         similarity = jaccard(row_shingles, kept_shingles[j])
         if similarity >= threshold and (best is None or similarity > best[0]):
             other = rows[j][1]
-            if texts[j].context == texts[i].context and _same_answer(row.output, other.output):
+            if same_setting(texts[i], texts[j]) and _same_answer(row.output, other.output):
                 best = (similarity, j)
     if best is None:
         return None

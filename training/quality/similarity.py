@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
+from rapidfuzz import fuzz
 
 from training.rows import Row
 
@@ -29,7 +30,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 
 
 def normalise(text: str) -> str:
-    """`text` casefolded, whitespace runs collapsed to one space, punctuation at the ends removed."""
+    """`text` casefolded, whitespace runs made one space, punctuation at both ends removed."""
     return " ".join(text.casefold().split()).strip(_EDGE)
 
 
@@ -46,36 +47,40 @@ def digest(*parts: str) -> bytes:
 class Normalised(NamedTuple):
     """A row's parts as the comparing checks see them, each normalised once."""
 
-    #: The earlier turns. Rows in different conversations are never the same example, whatever
-    #: their last turn says. The system prompt does not count: a bot's rows share it, and the same
+    #: The earlier turns. The system prompt does not count: a bot's rows share it, and the same
     #: answer under two prompts still teaches it twice.
-    context: str
+    history: str
     instruction: str
     input: str
     output: str
 
     @classmethod
     def of(cls, row: Row) -> Normalised:
-        context = "\x1f".join(f"{t.role}:{normalise(t.content)}" for t in row.history)
-        return cls(context, normalise(row.instruction), normalise(row.input), normalise(row.output))
+        history = "\x1f".join(f"{t.role}:{normalise(t.content)}" for t in row.history)
+        return cls(history, normalise(row.instruction), normalise(row.input), normalise(row.output))
 
     @property
-    def question(self) -> str:
-        """Instruction and input as one text."""
-        return f"{self.instruction} {self.input}" if self.input else self.instruction
-
-    @property
-    def text(self) -> str:
-        """Question and answer as one text (what near-duplicates compare)."""
-        return f"{self.question} {self.output}" if self.output else self.question
+    def exchange(self) -> str:
+        """Instruction and answer as one text: what near-duplicates compare. The input is left
+        out: rows made from one passage share it, and would all look alike."""
+        return f"{self.instruction} {self.output}" if self.output else self.instruction
 
     def exact_key(self) -> bytes:
-        """Equal for rows whose conversation, question and answer are the same."""
+        """Equal for rows whose conversation, question, input and answer are the same."""
         return digest(*self)
 
     def question_key(self) -> bytes:
-        """Equal for rows that ask the same question in the same conversation."""
-        return digest(self.context, self.instruction, self.input)
+        """Equal for rows asking the same question, on the same input, in the same conversation."""
+        return digest(self.history, self.instruction, self.input)
+
+
+def same_setting(a: Normalised, b: Normalised, input_ratio: float = 90.0) -> bool:
+    """Whether two rows are asked in the same setting: the same earlier turns and near-identical
+    inputs (rapidfuzz ratio >= `input_ratio`). Alike questions in different conversations, or on
+    different passages, are different questions."""
+    if a.history != b.history:
+        return False
+    return a.input == b.input or fuzz.ratio(a.input, b.input) >= input_ratio
 
 
 def shingles(text: str, size: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from serving.backend import Backend, BackendError, GenerationParams
 from serving.scope_guard import Scope
 from training.generation import (
     Chunk,
+    ChunkResult,
     GenerationOptions,
     Style,
     generate_from_chunk,
@@ -158,41 +159,57 @@ async def run_generation_job(ctx: Any, runtime: Any) -> dict[str, Any]:
             )
         totals["rows"] += count
 
-    for i, (chunk, style) in enumerate(todo):
+    async def generate(chunk: Chunk, style: Style) -> ChunkResult:
         try:
-            result = await generate_from_chunk(backend, chunk, style, options)
+            return await generate_from_chunk(backend, chunk, style, options)
         except BackendError:
             await asyncio.sleep(BACKEND_RETRY_S)
-            result = await generate_from_chunk(backend, chunk, style, options)  # raises: job fails
-        with transaction(runtime.sessions) as session:
-            dataset = session.get(Dataset, dataset_id)
-            if dataset is None:
-                return {"skipped": "dataset_deleted", **totals}
-            count = add_rows(session, dataset, result.rows)
-            session.add(
-                GeneratedChunk(
-                    dataset_id=dataset_id,
-                    chunk_id=chunk.chunk_id,
-                    style=style.value,
-                    rows=count,
-                    dropped=[{"reason": d.reason, "text": d.text} for d in result.dropped],
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
+            return await generate_from_chunk(backend, chunk, style, options)  # raises: job fails
+
+    # A few chunks at a time: a batching backend answers them together (about 4x the rows/s of one
+    # at a time with the local model, bench/generation.py); each chunk still commits on its own.
+    window = max(1, runtime.settings.generation_concurrency)
+    done_count = 0
+    for start in range(0, len(todo), window):
+        batch = todo[start : start + window]
+        results = await asyncio.gather(*(generate(c, s) for c, s in batch), return_exceptions=True)
+        failure: BaseException | None = None
+        for (chunk, style), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+                continue
+            with transaction(runtime.sessions) as session:
+                dataset = session.get(Dataset, dataset_id)
+                if dataset is None:
+                    return {"skipped": "dataset_deleted", **totals}
+                count = add_rows(session, dataset, result.rows)
+                session.add(
+                    GeneratedChunk(
+                        dataset_id=dataset_id,
+                        chunk_id=chunk.chunk_id,
+                        style=style.value,
+                        rows=count,
+                        dropped=[{"reason": d.reason, "text": d.text} for d in result.dropped],
+                        prompt_tokens=result.prompt_tokens,
+                        completion_tokens=result.completion_tokens,
+                    )
                 )
-            )
-        new_rows += count
-        totals["rows"] += count
-        totals["dropped"] += len(result.dropped)
-        totals["prompt_tokens"] += result.prompt_tokens
-        totals["completion_tokens"] += result.completion_tokens
+            done_count += 1
+            new_rows += count
+            totals["rows"] += count
+            totals["dropped"] += len(result.dropped)
+            totals["prompt_tokens"] += result.prompt_tokens
+            totals["completion_tokens"] += result.completion_tokens
         elapsed = time.monotonic() - started
         ctx.report(
-            done=i + 1,
+            done=done_count,
             total=len(todo),
             totals=totals,
             rows_per_s=round(new_rows / elapsed, 3) if elapsed > 0 else None,
         )
-    return {"chunks": len(todo), **totals}
+        if failure is not None:
+            raise failure
+    return {"chunks": done_count, **totals}
 
 
 def generation_report(session: Session, dataset: Dataset) -> dict[str, Any]:

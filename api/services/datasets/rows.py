@@ -271,6 +271,8 @@ def add_manual_row(
     session: Session, dataset: Dataset, row: Row, *, actor: AuditActor
 ) -> DatasetRow:
     """A row written by hand: approved by its author."""
+    if not row.output.strip():
+        raise InvalidRequest("A row needs an output.", param="output")
     values = _values(dataset.id, row, Provenance(source=Source.MANUAL), Status.APPROVED)
     values.update(reviewed_by=actor.id, reviewed_at=datetime.now(UTC))
     record = DatasetRow(**values)

@@ -51,6 +51,9 @@ def import_file(
                 errors.append(item)
                 continue
             line, row = item
+            if not row.output.strip():  # nothing to learn from: reported, not imported
+                errors.append(LineError(line, "the output is empty"))
+                continue
             yield row, Provenance(source=Source.IMPORTED, file=label, line=line)
 
     try:

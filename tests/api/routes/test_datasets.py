@@ -70,15 +70,17 @@ def generate(h: Harness, name: str, **body: Any) -> dict[str, Any]:
     h.backend.words = [REPLY]
     r = h.client.post(f"/api/bots/acme/datasets/{name}/generate", headers=admin(h), json=body)
     assert r.status_code == 202, r.text
-    job_id = r.json()["id"]
+    job = finished_job(h, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    return job
 
+
+def finished_job(h: Harness, job_id: str) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         job = h.client.get(f"/api/jobs/{job_id}", headers=admin(h)).json()
         return job if job["status"] in ("succeeded", "failed") else None
 
-    job = wait_for(finished, timeout=60, what="the generation job")
-    assert job["status"] == "succeeded", job
-    return job
+    return wait_for(finished, timeout=60, what="the generation job")
 
 
 def test_documents_become_a_reviewed_versioned_dataset_exported_and_imported_back(
@@ -239,6 +241,7 @@ def test_bad_input_gets_the_envelope_and_the_rest_of_the_work_is_kept(harness: H
         "{not json",
         json.dumps({"instruction": "", "output": "No question."}),
         json.dumps({"instruction": "Is it waterproof?", "output": "No."}),
+        json.dumps({"instruction": "Is it red?", "output": "  "}),
     ]
     r = h.client.post(
         "/api/bots/acme/datasets/imp/import",
@@ -246,7 +249,8 @@ def test_bad_input_gets_the_envelope_and_the_rest_of_the_work_is_kept(harness: H
         files={"file": ("rows.jsonl", "\n".join(lines).encode())},
     )
     body = r.json()
-    assert body["imported"] == 2 and [e["line"] for e in body["errors"]] == [2, 3]
+    assert body["imported"] == 2 and [e["line"] for e in body["errors"]] == [2, 3, 5]
+    assert body["errors"][2]["reason"] == "the output is empty"
     assert all(e["reason"] for e in body["errors"])
 
     r = h.client.post(
@@ -274,6 +278,12 @@ def test_bad_input_gets_the_envelope_and_the_rest_of_the_work_is_kept(harness: H
         f"/api/bots/acme/datasets/imp/rows/{row_id}/review",
         headers=admin(h),
         json={"verdict": "edit", "output": "   "},
+    )
+    assert_envelope(r, 400, param="output")
+    r = h.client.post(
+        "/api/bots/acme/datasets/imp/rows",
+        headers=admin(h),
+        json={"instruction": "Written by hand?", "output": ""},
     )
     assert_envelope(r, 400, param="output")
     assert_envelope(h.client.get("/api/bots/acme/datasets/nope/rows", headers=admin(h)), 404)
@@ -373,3 +383,47 @@ def test_the_planner_recommends_a_method_with_reasons(harness: Harness) -> None:
         400,
         param="params",
     )
+
+
+def test_rows_can_be_written_by_an_openai_compatible_upstream(settings: Any) -> None:
+    """A separate generator (a vLLM server, Azure OpenAI) over HTTP: good replies become rows with
+    the upstream's model as provenance; an upstream that fails stops the job with its error and
+    leaves nothing half-written."""
+    from tests.api.conftest import harness_with
+    from tests.fakes import ScriptedBackend
+    from tests.support.servers import stub_upstream_process
+
+    with stub_upstream_process() as url:
+        upstream = settings.model_copy(update={"generator_url": url, "generator_model": "stub-qa"})
+        with harness_with(upstream, ScriptedBackend()) as h:
+            with_manual(h)
+            h.client.post("/api/bots/acme/datasets", headers=admin(h), json={"name": "up"})
+            r = h.client.post(
+                "/api/bots/acme/datasets/up/generate",
+                headers=admin(h),
+                json={"styles": ["alpaca"], "pairs_per_chunk": 1, "refusals": False},
+            )
+            job = finished_job(h, r.json()["id"])
+            assert job["status"] == "succeeded", job
+            rows = page_of(h, "up")
+            assert rows and all(r["provenance"]["model"] == "stub-qa" for r in rows)
+            assert h.backend.calls == []  # the serving model wrote nothing
+
+            # The same upstream failing: the job stops with its error, nothing half-written.
+            runtime = h.client.app.state.runtime  # type: ignore[attr-defined]
+            runtime._generator._model = "stub-error"
+            h.client.post("/api/bots/acme/datasets", headers=admin(h), json={"name": "down"})
+            r = h.client.post(
+                "/api/bots/acme/datasets/down/generate",
+                headers=admin(h),
+                json={"styles": ["alpaca"], "refusals": False},
+            )
+            error = wait_for(
+                lambda: h.client.get(f"/api/jobs/{r.json()['id']}", headers=admin(h)).json()[
+                    "error"
+                ],
+                timeout=60,
+                what="the job's first failure",
+            )
+            assert "500" in error or "failed" in error
+            assert page_of(h, "down") == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.quality import QualityOptions, check_rows
 from training.rows import Flag, Provenance, Row
@@ -55,3 +57,28 @@ def test_outdated_runs_only_with_revisions_and_unknown_checks_are_refused() -> N
         check_rows(ROWS, checks={Flag.UNSUPPORTED})
     with pytest.raises(ValueError, match="unique"):
         check_rows([ROWS[0], ROWS[0]])
+
+
+_texts = st.sampled_from(
+    [
+        "Refunds within 30 days.",
+        "Refunds within 14 days",
+        "Yes",
+        "No, never.",
+        "Call (555) 123-4567 and",
+        "",
+        "What is your refund policy?",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_texts.filter(bool), _texts), max_size=8))
+def test_findings_name_input_rows_and_never_the_row_itself(pairs: list[tuple[str, str]]) -> None:
+    rows = [(f"k{n}", Row(instruction=q, output=a)) for n, (q, a) in enumerate(pairs)]
+    keys = {key for key, _ in rows}
+    for key, found in check_rows(rows).items():
+        assert key in keys
+        for finding in found:
+            assert finding.key == key and finding.related != key
+            assert finding.related is None or finding.related in keys

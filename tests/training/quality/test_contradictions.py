@@ -98,3 +98,15 @@ def test_exact_copies_and_empty_answers_are_left_to_other_checks() -> None:
     ]
     # The copy "b" is the duplicate check's; only the first of identical rows is compared.
     assert {(f.key, f.related) for f in find_contradictions(rows)} == {("a", "c"), ("c", "a")}
+
+
+def test_the_same_question_about_other_passages_or_one_passage_is_not_compared() -> None:
+    lamp = "The Kestrel lamp ships with a two-year warranty and a 30-day return window."
+    kettle = "The Quillon kettle ships with a five-year warranty and a 14-day return window."
+    rows = [
+        ("a", Row(instruction="How long can I return it?", input=lamp, output="30 days.")),
+        ("b", Row(instruction="How long can I return it?", input=kettle, output="14 days.")),
+        ("c", Row(instruction="How long is the warranty?", input=lamp, output="2 years.")),
+        ("d", Row(instruction="How long can I return it?", input=lamp, output="Within 14 days.")),
+    ]
+    assert {(f.key, f.related) for f in find_contradictions(rows)} == {("a", "d"), ("d", "a")}

@@ -104,3 +104,24 @@ def test_many_rows_only_flag_the_planted_copies() -> None:
         ("copy", rows[500][1].model_copy(update={"instruction": "Q: " + rows[500][1].instruction}))
     )
     assert [(f.key, f.related) for f in find_duplicates(rows)] == [("copy", "r500")]
+
+
+PASSAGE = (
+    "The Kestrel lamp ships with a two-year warranty. Refunds are accepted within 30 days of "
+    "delivery if the lamp is unused and in its original box. To reset the lamp, hold the power "
+    "button for ten seconds until the light blinks twice. The lamp pairs with the Acme hub over "
+    "Zigbee; pairing mode starts when the lamp is switched on three times in a row."
+)
+
+
+def test_rows_made_from_one_passage_are_compared_on_question_and_answer() -> None:
+    rows = [
+        ("a", Row(instruction="How long is the warranty?", input=PASSAGE, output="Two years.")),
+        ("b", Row(instruction="How do I reset the lamp?", input=PASSAGE, output="Hold power.")),
+        ("c", Row(instruction="How do I pair the lamp?", input=PASSAGE, output="Switch it on.")),
+        (
+            "d",
+            Row(instruction="How do I reset the lamp?", input=PASSAGE + " ", output="Hold power"),
+        ),
+    ]
+    assert [(f.key, f.related) for f in find_duplicates(rows)] == [("d", "b")]

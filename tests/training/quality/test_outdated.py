@@ -31,6 +31,7 @@ def test_changed_and_deleted_documents_flag_their_rows() -> None:
     findings = find_outdated(rows, provenance, {"doc_1": "rev_new", "doc_2": None})
     assert [(f.key, f.flag) for f in findings] == [("a", Flag.OUTDATED), ("c", Flag.OUTDATED)]
     assert findings[0].detail == (
-        "document 'Refund policy' (doc_1) changed since the row was made (revision rev_old -> rev_new)"
+        "document 'Refund policy' (doc_1) changed since the row was made "
+        "(revision rev_old -> rev_new)"
     )
     assert findings[1].detail == "document 'Refund policy' (doc_2) no longer exists"
