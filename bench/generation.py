@@ -70,7 +70,9 @@ async def main(args: argparse.Namespace) -> None:
         params=GenerationParams(max_tokens=args.max_tokens, temperature=0.0),
     )
     try:
-        await backend.complete(generation_messages(chunks[0], Style.ALPACA, options), options.params)
+        await backend.complete(
+            generation_messages(chunks[0], Style.ALPACA, options), options.params
+        )
         started = time.perf_counter()
         plain = await gather_limited(
             args.concurrency,

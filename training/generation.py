@@ -370,12 +370,7 @@ async def generate_from_chunk(
             )
             rows = []
         result.rows += [(row, provenance) for row in rows]
-        enough = (
-            len(result.rows) >= 1
-            if style is Style.SHAREGPT
-            else len(result.rows) >= options.pairs_per_chunk
-        )
-        if enough or (result.rows and attempt > 1):
+        if result.rows:  # asked again only when nothing was usable
             break
         messages = [
             *messages,

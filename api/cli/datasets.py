@@ -327,6 +327,7 @@ def rows(
         str | None, typer.Option(help="generated, correction, imported, manual.")
     ] = None,
     flag: Annotated[str | None, typer.Option(help="A flag, 'any' or 'none'.")] = None,
+    category: Annotated[str | None, typer.Option(help="refusal, closed_qa, open_qa, …")] = None,
     text: Annotated[str | None, typer.Option(help="Words in the instruction or output.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 20,
 ) -> None:
@@ -338,7 +339,7 @@ def rows(
     from api.services.datasets.rows import RowFilter, list_rows
 
     try:
-        flt = RowFilter(status=status, source=source, flag=flag, text=text)
+        flt = RowFilter(status=status, source=source, flag=flag, category=category, text=text)
     except ValidationError as exc:
         fail(exc)
     table = IdTable("id", "status", "flags", "source", "instruction", "output", ids=("id",))

@@ -127,8 +127,8 @@ async def run_generation_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         raise InvalidRequest(f"Bot '{bot.slug}' has no documents to generate from.")
     todo = [(c, s) for c in chunks for s in request.styles if (c.chunk_id, s.value) not in done]
     if request.max_chunks is not None:
-        done_chunks = {cid for cid, _ in done}
-        allowed = request.max_chunks - len(done_chunks & {c.chunk_id for c in chunks})
+        already = {cid for cid, _ in done}
+        allowed = request.max_chunks - len(already & {c.chunk_id for c in chunks})
         keep = list(dict.fromkeys(c.chunk_id for c, _ in todo))[: max(allowed, 0)]
         todo = [(c, s) for c, s in todo if c.chunk_id in keep]
     backend: Backend = await runtime.generator()
@@ -170,6 +170,7 @@ async def run_generation_job(ctx: Any, runtime: Any) -> dict[str, Any]:
     # at a time with the local model, bench/generation.py); each chunk still commits on its own.
     window = max(1, runtime.settings.generation_concurrency)
     done_count = 0
+    done_chunks: set[str] = set()
     for start in range(0, len(todo), window):
         batch = todo[start : start + window]
         results = await asyncio.gather(*(generate(c, s) for c, s in batch), return_exceptions=True)
@@ -195,6 +196,7 @@ async def run_generation_job(ctx: Any, runtime: Any) -> dict[str, Any]:
                     )
                 )
             done_count += 1
+            done_chunks.add(chunk.chunk_id)
             new_rows += count
             totals["rows"] += count
             totals["dropped"] += len(result.dropped)
@@ -209,7 +211,7 @@ async def run_generation_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         )
         if failure is not None:
             raise failure
-    return {"chunks": done_count, **totals}
+    return {"chunks": len(done_chunks), "passes": done_count, **totals}
 
 
 def generation_report(session: Session, dataset: Dataset) -> dict[str, Any]:
@@ -223,7 +225,7 @@ def generation_report(session: Session, dataset: Dataset) -> dict[str, Any]:
             reason = item["reason"].split(" (")[0]
             reasons[reason] = reasons.get(reason, 0) + 1
     return {
-        "chunks": sum(1 for r in records if r.chunk_id != REFUSALS_KEY),
+        "chunks": len({r.chunk_id for r in records if r.chunk_id != REFUSALS_KEY}),
         "rows": sum(r.rows for r in records),
         "dropped": sum(len(r.dropped or ()) for r in records),
         "dropped_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
