@@ -12,6 +12,7 @@ from api.cli.keys import keys_app
 from api.cli.releases import releases_app
 from api.cli.server import db_app, serve, worker
 from api.cli.staff import staff_app
+from api.cli.training import train_command
 
 app = typer.Typer(help="Shadowdesk: support chatbots on your own documents.", no_args_is_help=True)
 app.command()(serve)
@@ -19,6 +20,7 @@ app.command()(worker)
 app.command()(ingest)
 app.command()(chat)
 app.command()(plan)
+app.command(name="train")(train_command)
 app.add_typer(bots_app, name="bots")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")

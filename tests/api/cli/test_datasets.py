@@ -73,6 +73,19 @@ def test_generate_with_the_packaged_model_review_snapshot_and_plan(data_dir: Pat
     out = ok("plan", "zephyr", "--dataset", "faq", "--gpu-memory", "0")
     assert "Recommended: lora" in out and "CPU only" in out and "Sources:" in out
 
+    # Trained into an immutable, versioned adapter with its manifest; the next run is v2.
+    out = ok("train", "zephyr", "--dataset", "faq", "--max-steps", "2")
+    assert out.strip().splitlines()[-1].startswith("zephyr-v1: 2 steps, loss ")
+    manifest = json.loads(
+        (data_dir / "data" / "adapters" / "zephyr-v1" / "manifest.json").read_text()
+    )
+    assert manifest["method"] == "lora" and manifest["dataset"]["snapshot_version"] == 1
+    assert Path(manifest["artifact"], "adapter_model.safetensors").exists()
+    bad = data_dir / "bad.yaml"
+    bad.write_text("method: magic\n")
+    r = runner.invoke(cli, ["train", "zephyr", "--dataset", "faq", "--config", str(bad)])
+    assert r.exit_code == 2 and "method" in r.output
+
 
 def test_import_export_round_trip_and_bad_lines(data_dir: Path) -> None:
     ok("bots", "create", "acme")
