@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.examples import collate, encode_row, micro_batches, pack
+from training.examples import IGNORE, collate, encode_row, micro_batches, pack
 from training.rows import Row
 
 CHECKPOINT = "checkpoint"
@@ -198,6 +198,25 @@ def load_trained(base_model: str | Path, adapter_dir: Path, *, dtype: str = "flo
         return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
+def assistant_loss(model: Any, inputs: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the tokens that carry labels. Logits are computed only at the
+    positions that predict one: the vocabulary projection is the largest matmul of a small model,
+    and most tokens of a support row (system prompt, question, context) carry no loss."""
+    import torch
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = targets != IGNORE
+    out = model(
+        input_ids=inputs["input_ids"],
+        position_ids=inputs["position_ids"],
+        logits_to_keep=keep,
+        use_cache=False,
+    )
+    return torch.nn.functional.cross_entropy(out.logits.float(), targets[targets != IGNORE])
+
+
 def trainable_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -318,9 +337,9 @@ def train(
             step_loss = 0.0
             for batch in group:
                 inputs = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
-                out = model(**inputs, use_cache=False)
-                (out.loss / len(group)).backward()
-                step_loss += float(out.loss.detach()) / len(group)
+                loss = assistant_loss(model, inputs)
+                (loss / len(group)).backward()
+                step_loss += float(loss.detach()) / len(group)
                 batch_tokens = sum(len(p.input_ids) for p in batch)
                 tokens += batch_tokens
                 run_tokens += batch_tokens
