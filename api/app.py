@@ -18,6 +18,7 @@ from api.routes import (
     models,
     releases,
     review,
+    training,
 )
 from api.runtime import Runtime, build_runtime
 from api.services.chat.service import ChatService
@@ -54,7 +55,18 @@ def app_for(runtime: Runtime) -> FastAPI:
     app.state.access = runtime.access
     app.state.chat = ChatService(runtime)
     install_error_handlers(app)
-    for module in (chat, models, feedback, health, admin, knowledge, releases, review, datasets):
+    for module in (
+        chat,
+        models,
+        feedback,
+        health,
+        admin,
+        knowledge,
+        releases,
+        review,
+        datasets,
+        training,
+    ):
         app.include_router(module.router)
     mount_review_ui(
         app, runtime

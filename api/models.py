@@ -459,3 +459,30 @@ class GeneratedChunk(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """A dataset snapshot trained into a versioned adapter, with its figures and gate report."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(String(40), ForeignKey("bots.id", ondelete="CASCADE"))
+    dataset_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("datasets.id", ondelete="SET NULL")
+    )
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(String(200))  # <bot>-v<N>, set when training starts
+    method: Mapped[str] = mapped_column(String(10))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # queued | running | cancelling | cancelled | succeeded | failed
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    losses: Mapped[list[float]] = mapped_column(JSON, default=list)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    artifact_path: Mapped[str | None] = mapped_column(String(4096))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

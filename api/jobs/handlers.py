@@ -21,6 +21,7 @@ def registry() -> dict[str, RuntimeHandler]:
     from api.services.knowledge.jobs import run_ingest_job, run_reembed_job
     from api.services.releases.shadow import run_shadow_job
     from api.services.review.feed import run_review_feed_job
+    from api.services.training_runs.runs import run_training_job
 
     return {
         "ingest": run_ingest_job,
@@ -28,6 +29,7 @@ def registry() -> dict[str, RuntimeHandler]:
         "shadow": run_shadow_job,
         "review_feed": run_review_feed_job,
         "dataset_generation": run_generation_job,
+        "training": run_training_job,
     }
 
 

@@ -87,9 +87,10 @@ def train_adapter(
     source: dict[str, Any],
     *,
     on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train and write the manifest last: a folder with a manifest is a finished, immutable adapter."""
-    result = train(rows, base, folder, config, on_progress=on_progress)
+    result = train(rows, base, folder, config, on_progress=on_progress, should_stop=should_stop)
     manifest = {
         "name": name,
         "base_model": str(base),
