@@ -185,8 +185,11 @@ def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
             finished_at=datetime.now(UTC),
         )
         raise
-    gate = None
-    if gate_rows and validation:
+    gate: dict[str, Any] | None = None
+    if gate_rows and not validation:
+        # Said on the run, not silently absent: a gate needs held-out rows.
+        gate = {"passed": None, "skipped": "the snapshot has no validation rows"}
+    elif gate_rows:
         from serving.knowledge.embedders import load_embedder
         from training.evaluation import LocalAnswerer, evaluate
 
@@ -209,4 +212,8 @@ def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         artifact_path=str(result.output_dir),
         finished_at=datetime.now(UTC),
     )
-    return {"name": name, "steps": result.steps, "gate_passed": gate["passed"] if gate else None}
+    return {
+        "name": name,
+        "steps": result.steps,
+        "gate_passed": gate.get("passed") if gate else None,
+    }

@@ -40,7 +40,7 @@ def test_a_run_trains_in_the_background_is_gated_and_can_be_cancelled(
 ) -> None:
     h = harness
     h.client.post(
-        "/api/bots/acme/datasets", headers=admin(h), json={"name": "faq", "validation_share": 0.3}
+        "/api/bots/acme/datasets", headers=admin(h), json={"name": "faq", "validation_share": 0.5}
     )
     rows = [{"instruction": q, "input": "", "output": a} for q, a in FACTS * 3]
     r = h.client.post(
@@ -75,6 +75,7 @@ def test_a_run_trains_in_the_background_is_gated_and_can_be_cancelled(
     assert done["losses"] and done["snapshot"]["snapshot_version"] == 1
     assert Path(done["artifact_path"], "adapter_model.safetensors").exists()
     gate = done["gate"]
+    assert done["snapshot"]["validation_rows"] >= 1, "the split gave no held-out row"
     assert gate["rows"] >= 1 and len(gate["questions"]) == gate["rows"]
     assert {"similarity", "cosine", "rouge_l"} <= set(gate["candidate"]) and gate["reasons"]
     job = h.client.get(f"/api/jobs/{run['job_id']}", headers=admin(h)).json()
