@@ -99,8 +99,8 @@ def pack(examples: Sequence[Example], max_length: int, *, packing: bool = True) 
 def micro_batches(
     sequences: Sequence[Packed], per_batch: int, *, seed: int, epoch: int
 ) -> list[list[Packed]]:
-    """Sequences shuffled for the epoch (reproducibly: a resumed run sees the same order) and
-    grouped into micro-batches of similar length (less padding)."""
+    """Sequences shuffled for the epoch (reproducibly: a resumed run sees the same order), in
+    micro-batches of `per_batch`."""
     order = list(sequences)
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]

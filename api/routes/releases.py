@@ -13,9 +13,6 @@ from api.services.releases.lifecycle import AliasMove, ReleaseCreate, ReleaseVie
 router = APIRouter(prefix="/api/bots/{slug}/releases", tags=["releases"])
 
 
-_actor = key_actor
-
-
 @router.get("")
 def list_releases(slug: str, _: AdminKey, session: SessionDep) -> list[ReleaseView]:
     return service.list_releases(session, slug)
@@ -25,7 +22,7 @@ def list_releases(slug: str, _: AdminKey, session: SessionDep) -> list[ReleaseVi
 async def create_release(
     slug: str, data: ReleaseCreate, key: AdminKey, runtime: RuntimeDep
 ) -> ReleaseView:
-    return await service.create(runtime, slug, data, _actor(key))
+    return await service.create(runtime, slug, data, key_actor(key))
 
 
 @router.get("/{release_id}")
@@ -35,12 +32,12 @@ def get_release(slug: str, release_id: str, _: AdminKey, session: SessionDep) ->
 
 @router.post("/{release_id}/attach")
 async def attach(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep) -> ReleaseView:
-    return await service.attach(runtime, slug, release_id, _actor(key))
+    return await service.attach(runtime, slug, release_id, key_actor(key))
 
 
 @router.post("/{release_id}/detach")
 async def detach(slug: str, release_id: str, key: AdminKey, runtime: RuntimeDep) -> ReleaseView:
-    return await service.detach(runtime, slug, release_id, _actor(key))
+    return await service.detach(runtime, slug, release_id, key_actor(key))
 
 
 class PromoteRequest(BaseModel):
@@ -60,9 +57,9 @@ async def promote(
     body: PromoteRequest | None = None,
 ) -> AliasMove:
     force = body.force if body is not None else False
-    return await service.promote_release(runtime, slug, release_id, _actor(key), force=force)
+    return await service.promote_release(runtime, slug, release_id, key_actor(key), force=force)
 
 
 @router.post("/rollback")
 async def rollback(slug: str, key: AdminKey, runtime: RuntimeDep) -> AliasMove:
-    return await service.rollback_release(runtime, slug, _actor(key))
+    return await service.rollback_release(runtime, slug, key_actor(key))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidRequest, NotFound
@@ -189,17 +189,6 @@ def read_snapshot(snapshot: DatasetSnapshot) -> list[tuple[str, Row]]:
         item = orjson.loads(line)
         out.append((item["split"], Row.model_validate(item["row"])))
     return out
-
-
-def snapshot_count(session: Session, dataset: Dataset) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(DatasetSnapshot)
-            .where(DatasetSnapshot.dataset_id == dataset.id)
-        )
-        or 0
-    )
 
 
 def token_counter(runtime: Any) -> TokenCounter | None:
