@@ -44,6 +44,8 @@ class Runtime:
     _annotations: AnnotationIndex | None = None
     _backend_started: bool = False
     _generator: Backend | None = None
+    #: Adapters this process loaded into its backend (name -> folder).
+    _adapters: dict[str, str] = field(default_factory=dict)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(
@@ -108,6 +110,24 @@ class Runtime:
         if created is not None:
             log.info("created the demo bot (slug 'demo'); indexing its documentation")
             ingest_demo_documents(self, created)
+
+    # -- adapters in this process's backend -------------------------------------------------------
+    async def ensure_adapter(self, name: str, path: str) -> None:
+        """Load an adapter into the backend unless this process already did (names are immutable,
+        so a name once loaded stays right). Each process (server, worker) loads what it serves."""
+        if self._adapters.get(name) == path:
+            return
+        await self.backend.load_adapter(name, path)
+        self._adapters[name] = path
+
+    async def drop_adapter(self, name: str) -> None:
+        """Unload an adapter (the backend waits for requests still using it)."""
+        await self.backend.unload_adapter(name)
+        self._adapters.pop(name, None)
+
+    @property
+    def loaded_adapters(self) -> dict[str, str]:
+        return dict(self._adapters)
 
     # -- parts built on first use -----------------------------------------------------------------
     async def generator(self) -> Backend:

@@ -9,12 +9,14 @@ The running batch is a `DynamicCache` whose rows are left-padded to a common len
 mask marking the real cache columns, and explicit per-row position ids (a row's positions count its
 own tokens only, so padding never shifts its rotary embeddings).
 
-Per-request LoRA adapters would fit here: a row would carry its adapter name and the forward would
-pass peft's per-row `adapter_names`; nothing else in the loop depends on the rows sharing weights.
+Each request may name a LoRA adapter (`LoraSet`): a forward passes every row's adapter, so one batch
+mixes bots. Adapters are loaded and unloaded by the engine thread between steps (`call`), and an
+adapter is only dropped once no running or waiting request uses it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import inspect
 import logging
@@ -39,6 +41,7 @@ from serving.backend import (
     TextDelta,
 )
 from serving.decode_stream import IncrementalDecoder, StopMatcher
+from serving.lora_set import LoraSet
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class EngineRequest:
     prompt_ids: list[int]
     params: GenerationParams
     sink: EventSink
+    #: A LoRA adapter loaded into the engine (`load_adapter`), or None for the base model.
+    adapter: str | None = None
     #: Set from any thread; the engine drops the request at its next step boundary.
     cancelled: bool = False
 
@@ -88,6 +93,14 @@ class _Row:
 _STOP = object()
 
 
+@dataclass(eq=False)
+class _Call:
+    """Work that must run in the engine thread between steps (it changes the model)."""
+
+    work: Callable[[], Any]
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+
 @dataclass
 class _Batch:
     rows: list[_Row] = field(default_factory=list)
@@ -121,6 +134,8 @@ class BatchEngine:
         # in 5.40); 4.x only knows the old one.
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._loras = LoraSet(model)
+        self._retiring: set[str] = set()
         _kv_layers(DynamicCache(config=model.config))  # refuse unsupported models up front
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._waiting: deque[EngineRequest] = deque()
@@ -144,6 +159,38 @@ class BatchEngine:
         """Drop a request at the next step boundary; it gets no further events."""
         request.cancelled = True
         self._inbox.put(None)  # wakes an idle engine so the request leaves the inbox
+
+    def load_adapter(self, name: str, path: str) -> concurrent.futures.Future[None]:
+        """Load a LoRA adapter under `name` (idempotent); done when the future is."""
+
+        def work() -> None:
+            self._retiring.discard(name)
+            self._loras.load(name, path)
+
+        return self._call(work)
+
+    def unload_adapter(self, name: str) -> concurrent.futures.Future[None]:
+        """Drop an adapter once no running or waiting request uses it (new requests for it are
+        still served until then)."""
+
+        def work() -> None:
+            if name in self._loras:
+                self._retiring.add(name)
+                self._unload_idle()
+
+        return self._call(work)
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        """Loaded adapters (name -> folder)."""
+        return self._loras.names
+
+    def _call(self, work: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        if not self._thread.is_alive():
+            raise BackendError("the generation thread is not running")
+        call = _Call(work)
+        self._inbox.put(call)
+        return call.future
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the thread; requests still running end with finish reason "interrupted"."""
@@ -178,12 +225,17 @@ class BatchEngine:
                         self._fail(row.request, exc)
                     self._batch = _Batch()
         self._interrupt_all()
+        while not self._inbox.empty():  # calls that came after the stop get an answer too
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Call) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(BackendError("the generation thread stopped"))
 
     def _step(self) -> None:
         self._drop_cancelled()
         self._admit()
         if self._batch.rows:
             self._decode_step()
+        self._unload_idle()
 
     def _take_inbox(self, block: bool) -> bool:
         """Move newly submitted requests to the waiting line; False once asked to stop."""
@@ -197,6 +249,26 @@ class BatchEngine:
                 return False
             if isinstance(item, EngineRequest):
                 self._waiting.append(item)
+            elif isinstance(item, _Call):
+                self._run_call(item)
+
+    def _run_call(self, call: _Call) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            call.future.set_result(call.work())
+        except Exception as exc:  # the caller sees it; the engine keeps serving
+            call.future.set_exception(exc)
+
+    def _unload_idle(self) -> None:
+        """Unload the retiring adapters that no request uses any more."""
+        if not self._retiring:
+            return
+        used = {row.request.adapter for row in self._batch.rows}
+        used |= {request.adapter for request in self._waiting}
+        for name in sorted(self._retiring - used):
+            self._retiring.discard(name)
+            self._loras.unload(name)
 
     def _drop_cancelled(self) -> None:
         for request in [r for r in self._waiting if r.cancelled]:
@@ -211,7 +283,11 @@ class BatchEngine:
         free = self._max_batch_size - len(self._batch.rows)
         newcomers: list[EngineRequest] = []
         while free > len(newcomers) and self._waiting:
-            newcomers.append(self._waiting.popleft())
+            request = self._waiting.popleft()
+            if request.adapter is not None and request.adapter not in self._loras:
+                self._fail(request, BackendError(f"adapter '{request.adapter}' is not loaded"))
+                continue
+            newcomers.append(request)
         if not newcomers:
             return
         if len(newcomers) == 1:
@@ -250,7 +326,7 @@ class BatchEngine:
             rows.append(self._new_row(request))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self._model.config)
-        logits = self._forward(ids, mask, positions, cache)
+        logits = self._forward(ids, mask, positions, cache, [r.adapter for r in requests])
         self._stats.prefill_forwards += 1
         return rows, cache, mask, logits
 
@@ -285,7 +361,9 @@ class BatchEngine:
         positions = torch.tensor([[row.position] for row in batch.rows], dtype=torch.long)
         mask = F.pad(batch.mask, (0, 1), value=1)
         try:
-            logits = self._forward(ids, mask, positions, batch.cache)
+            logits = self._forward(
+                ids, mask, positions, batch.cache, [row.request.adapter for row in batch.rows]
+            )
         except Exception as exc:  # the shared cache is now in an unknown state: fail the batch
             logger.exception("decode step failed")
             for row in batch.rows:
@@ -304,9 +382,11 @@ class BatchEngine:
         mask: torch.Tensor,
         positions: torch.Tensor,
         cache: DynamicCache,
+        adapters: list[str | None],
     ) -> torch.Tensor:
         """One model forward; returns the last position's logits, shape (rows, vocab)."""
-        out = self._model(
+        out = self._loras.forward(
+            adapters,
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,

@@ -126,6 +126,27 @@ class TransformersBackend(Backend):
     async def health(self) -> bool:
         return self._engine is not None and self._engine.alive
 
+    # -- adapters (peft LoRA, hot-loaded between generation steps) -------------------------------
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load a peft LoRA adapter folder under `name` while requests keep running; loading the
+        same name and folder again is a no-op."""
+        await asyncio.wrap_future(self._started().load_adapter(name, path))
+
+    async def unload_adapter(self, name: str) -> None:
+        """Drop an adapter once the requests using it have finished."""
+        await asyncio.wrap_future(self._started().unload_adapter(name))
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        """Adapters loaded now (name -> folder)."""
+        return {} if self._engine is None else self._engine.adapters
+
+    def _started(self) -> BatchEngine:
+        if self._engine is None or not self._engine.alive:
+            raise BackendError("the transformers backend is not started")
+        return self._engine
+
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -212,8 +233,6 @@ class TransformersBackend(Backend):
         """Generate an answer batched with whatever else is running; yields `TextDelta`s and one
         `Finished`. Raises `ContextLengthExceeded` / `ValueError` for requests that cannot run and
         `BackendError` when generation fails. Closing the iterator early cancels the request."""
-        if adapter is not None:
-            raise BackendError(f"the {self.kind} backend does not serve adapters yet ({adapter!r})")
         _check_params(params)
         engine = self._engine
         if engine is None or not engine.alive:
@@ -235,7 +254,9 @@ class TransformersBackend(Backend):
             except RuntimeError:  # the consumer's loop is gone: nobody is listening any more
                 request.cancelled = True
 
-        request = EngineRequest(prompt_ids, params, sink)
+        if adapter is not None and adapter not in engine.adapters:
+            raise BackendError(f"adapter '{adapter}' is not loaded in the {self.kind} backend")
+        request = EngineRequest(prompt_ids, params, sink, adapter=adapter)
         engine.submit(request)
         finished = False
         try:

@@ -54,6 +54,7 @@ class BotConfig:
     release_id: str | None
     adapter: str | None
     mode: str = "rag"
+    adapter_path: str | None = None
     holding_message: str | None = None
     refusal_message: str = ""
     name: str = ""
@@ -96,6 +97,7 @@ class BotConfig:
             max_tokens=bot.max_tokens,
             release_id=release.id if release else None,
             adapter=release.adapter if release else None,
+            adapter_path=release.adapter_path if release else None,
             mode=release.mode if release else "rag",
             holding_message=release.holding_message if release else None,
             refusal_message=bot.refusal_message,

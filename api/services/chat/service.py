@@ -163,7 +163,23 @@ class ChatService:
     def _backend_events(self, turn: ChatTurn) -> AsyncIterator[StreamEvent]:
         if turn.plan.direct_answer is not None:
             return _direct(turn.plan.direct_answer)
-        return self.backend.stream(turn.prompt, turn.params, turn.bot.adapter)
+        adapter, path = turn.bot.adapter, turn.bot.adapter_path
+        if adapter is not None and path is not None and adapter not in self.runtime.loaded_adapters:
+            return self._stream_after_loading(turn, adapter, path)
+        return self.backend.stream(turn.prompt, turn.params, adapter)
+
+    async def _stream_after_loading(
+        self, turn: ChatTurn, adapter: str, path: str
+    ) -> AsyncIterator[StreamEvent]:
+        """The release's adapter is not in this process's backend yet (another process promoted
+        it, or the backend restarted): load it, then answer."""
+        await self.runtime.ensure_adapter(adapter, path)
+        events = self.backend.stream(turn.prompt, turn.params, adapter)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await _close_quietly(events)
 
     def _apply(self, turn: ChatTurn, outcome: Generation, event: StreamEvent) -> None:
         if isinstance(event, TextDelta):

@@ -5,8 +5,8 @@ with the next version. Moving the alias (`Bot.live_release_id`) promotes or roll
 compare-and-set UPDATE with an audit entry, so two admins racing can never both "win". Requests
 already running keep the release they started with (the chat turn holds a snapshot), so a move
 fails no request. An adapter is loaded into the backend *before* the alias or the candidate set
-points at it, and is never unloaded here: the old release may still be finishing requests, and a
-rollback must be instant.
+points at it; once no live or candidate release uses an adapter it is unloaded (the backend lets
+requests still using it finish first), and a rollback loads it again from its folder.
 """
 
 from __future__ import annotations
@@ -457,9 +457,10 @@ def _jsonable(values: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def ensure_servable(
-    backend: Backend, *, adapter: str | None, adapter_path: str | None
+    runtime: Runtime, *, adapter: str | None, adapter_path: str | None
 ) -> None:
-    """Make sure `backend` can answer with this adapter (loading it, idempotently); a clear 400 if not."""
+    """Make sure the backend can answer with this adapter (loading it, idempotently); a clear 400 if not."""
+    backend = runtime.backend
     if adapter is None:
         return
     if adapter_path is None:
@@ -472,7 +473,7 @@ async def ensure_servable(
             )
         return
     try:
-        await backend.load_adapter(adapter, adapter_path)
+        await runtime.ensure_adapter(adapter, adapter_path)
     except BackendError as exc:
         raise InvalidRequest(
             f"Could not load adapter '{adapter}' from {adapter_path}: {exc}",
@@ -492,7 +493,7 @@ async def create(
 
         fields = await _in_transaction(runtime, resolve)
         await ensure_servable(
-            runtime.backend, adapter=fields["adapter"], adapter_path=fields["adapter_path"]
+            runtime, adapter=fields["adapter"], adapter_path=fields["adapter_path"]
         )
     view = await _in_transaction(
         runtime,
@@ -506,7 +507,7 @@ async def create(
 async def attach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> ReleaseView:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
     await ensure_servable(
-        runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
+        runtime, adapter=release.adapter, adapter_path=release.adapter_path
     )
     view = await _in_transaction(
         runtime, lambda s: set_candidate(s, slug, release_id, True, actor=actor)
@@ -518,6 +519,7 @@ async def detach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor
     view = await _in_transaction(
         runtime, lambda s: set_candidate(s, slug, release_id, False, actor=actor)
     )
+    await unload_retired_adapters(runtime)
     return view
 
 
@@ -526,11 +528,12 @@ async def promote_release(
 ) -> AliasMove:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
     await ensure_servable(
-        runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
+        runtime, adapter=release.adapter, adapter_path=release.adapter_path
     )
     move = await _in_transaction(
         runtime, lambda s: promote(s, slug, release_id, actor=actor, force=force)
     )
+    await unload_retired_adapters(runtime)
     return move
 
 
@@ -547,9 +550,10 @@ async def rollback_release(runtime: Runtime, slug: str, actor: AuditActor) -> Al
     release = await _in_transaction(runtime, target)
     if release is not None:
         await ensure_servable(
-            runtime.backend, adapter=release.adapter, adapter_path=release.adapter_path
+            runtime, adapter=release.adapter, adapter_path=release.adapter_path
         )
     move = await _in_transaction(runtime, lambda s: rollback(s, slug, actor=actor))
+    await unload_retired_adapters(runtime)
     return move
 
 
@@ -557,24 +561,40 @@ async def load_active_adapters(runtime: Runtime) -> None:
     """Load the adapters of every live and candidate release (at start: an upstream that restarted
     has forgotten them). Failures are logged, not raised: the server must still start."""
 
-    def active(session: Session) -> list[tuple[str, str]]:
-        live = select(Bot.live_release_id).where(Bot.live_release_id.is_not(None))
-        rows = session.execute(
-            select(Release.adapter, Release.adapter_path)
-            .where(
-                Release.adapter.is_not(None),
-                Release.adapter_path.is_not(None),
-                (Release.candidate.is_(True)) | Release.id.in_(live),
-            )
-            .distinct()
-        )
-        return [(str(a), str(p)) for a, p in rows]
-
-    for adapter, path in await _in_transaction(runtime, active):
+    runtime._adapters.clear()  # a backend that (re)starts holds nothing yet
+    for adapter, path in await _in_transaction(runtime, _active_adapters):
         try:
-            await runtime.backend.load_adapter(adapter, path)
+            await runtime.ensure_adapter(adapter, path)
         except BackendError as exc:
             log.error("could not load adapter %s from %s: %s", adapter, path, exc)
+
+
+async def unload_retired_adapters(runtime: Runtime) -> list[str]:
+    """Unload the adapters this process loaded that no live or candidate release uses any more;
+    returns their names. Failures are logged: a leftover adapter costs memory, not answers."""
+    active = {name for name, _ in await _in_transaction(runtime, _active_adapters)}
+    retired = sorted(set(runtime.loaded_adapters) - active)
+    for name in retired:
+        try:
+            await runtime.drop_adapter(name)
+        except BackendError as exc:
+            log.error("could not unload adapter %s: %s", name, exc)
+    return retired
+
+
+def _active_adapters(session: Session) -> list[tuple[str, str]]:
+    """(name, folder) of the adapters of every live and candidate release."""
+    live = select(Bot.live_release_id).where(Bot.live_release_id.is_not(None))
+    rows = session.execute(
+        select(Release.adapter, Release.adapter_path)
+        .where(
+            Release.adapter.is_not(None),
+            Release.adapter_path.is_not(None),
+            (Release.candidate.is_(True)) | Release.id.in_(live),
+        )
+        .distinct()
+    )
+    return [(str(a), str(p)) for a, p in rows]
 
 
 async def _in_transaction(runtime: Runtime, work: Callable[[Session], T]) -> T:

@@ -79,6 +79,7 @@ class ShadowTask:
     prompt: list[ChatMessage]
     params: GenerationParams
     adapter: str | None
+    adapter_path: str | None
     direct_answer: str | None  # retrieval / holding candidates answer without a model
     live_answer: str | None
     top_score: float | None
@@ -153,6 +154,7 @@ def _load_task(sessions: sessionmaker[Session], ctx: JobContext) -> ShadowTask |
                 ),
             ),
             adapter=release.adapter,
+            adapter_path=release.adapter_path,
             direct_answer=_direct_answer(release, bot, exchange),
             live_answer=live_answer_to_compare(session, exchange),
             top_score=top_retrieval_score(exchange),
@@ -177,6 +179,8 @@ async def _generate(runtime: Runtime, task: ShadowTask) -> Generation:
     result = Generation()
     try:
         async with asyncio.timeout(timeout):
+            if task.adapter is not None and task.adapter_path is not None:
+                await runtime.ensure_adapter(task.adapter, task.adapter_path)
             completion = await runtime.backend.complete(task.prompt, task.params, task.adapter)
     except TimeoutError:
         result.status, result.finish_reason, result.error = (

@@ -58,6 +58,9 @@ class CandidateBackend(ScriptedBackend):
             raise BackendError(f"no adapter weights at {path}")
         self.loaded[name] = path
 
+    async def unload_adapter(self, name: str) -> None:
+        self.loaded.pop(name, None)
+
     def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
     ) -> AsyncIterator[StreamEvent]:
@@ -378,6 +381,34 @@ def test_rollback_walks_back_through_promotions(h: Harness) -> None:
         "version": 1,
         "candidates": [],
     }
+
+
+def test_retired_adapters_are_unloaded_and_a_rollback_loads_them_again(h: Harness) -> None:
+    backend: CandidateBackend = h.backend  # type: ignore[assignment]
+    v2 = new_release(h, adapter="acme-v2", adapter_path="/adapters/v2")
+    v3 = new_release(h, adapter="acme-v3", adapter_path="/adapters/v3", candidate=True)
+    post(h, f"/{v2['id']}/promote")
+    assert set(backend.loaded) == {"acme-v2", "acme-v3"}  # live and candidate
+    post(h, f"/{v3['id']}/promote")
+    assert backend.loaded == {"acme-v3": "/adapters/v3"}  # v2 retired: unloaded
+    post(h, "/rollback")  # v2 live again, v3 its candidate again: loaded from its folder
+    assert set(backend.loaded) == {"acme-v2", "acme-v3"}
+    chat(h)
+    assert h.exchanges()[-1].release_id == v2["id"]
+    assert any(call[2] == "acme-v2" for call in backend.calls)  # the live answer used it
+    post(h, f"/{v3['id']}/detach")
+    assert backend.loaded == {"acme-v2": "/adapters/v2"}
+
+
+def test_an_adapter_promoted_by_another_process_is_loaded_on_first_use(h: Harness) -> None:
+    backend: CandidateBackend = h.backend  # type: ignore[assignment]
+    v2 = new_release(h, adapter="acme-v2", adapter_path="/adapters/v2")
+    post(h, f"/{v2['id']}/promote")
+    backend.loaded.clear()  # this process's backend restarted (or another process promoted)
+    h.client.app.state.runtime._adapters.clear()  # type: ignore[attr-defined]
+    chat(h)
+    assert backend.loaded == {"acme-v2": "/adapters/v2"}
+    assert backend.calls[-1][2] == "acme-v2"
 
 
 def test_requests_in_flight_finish_on_the_release_they_started_with(h: Harness) -> None:
