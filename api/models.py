@@ -482,6 +482,8 @@ class TrainingRun(Base):
     losses: Mapped[list[float]] = mapped_column(JSON, default=list)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     artifact_path: Mapped[str | None] = mapped_column(String(4096))
+    # The candidate release a passing run registered (None: gate failed, skipped or still running).
+    release_id: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

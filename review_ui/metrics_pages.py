@@ -194,7 +194,7 @@ def promote_release(
         from_thread.run(
             partial(
                 lifecycle.ensure_servable,
-                runtime.backend,
+                runtime,
                 adapter=release.adapter,
                 adapter_path=release.adapter_path,
             )
@@ -202,6 +202,8 @@ def promote_release(
         lifecycle.promote(session, slug, release_id, actor=viewer.actor, force=force)
     except (Conflict, InvalidRequest) as exc:  # refused before anything was written
         return _render(request, viewer, session, slug, None, 30, None, exc.status_code, exc.message)
+    session.commit()  # the move is final before the adapter it retired is unloaded
+    from_thread.run(lifecycle.unload_retired_adapters, runtime)
     return RedirectResponse(f"/review/metrics?bot={slug}", status_code=303)
 
 
@@ -219,7 +221,7 @@ def rollback_release(
             from_thread.run(
                 partial(
                     lifecycle.ensure_servable,
-                    runtime.backend,
+                    runtime,
                     adapter=release.adapter,
                     adapter_path=release.adapter_path,
                 )
@@ -227,6 +229,8 @@ def rollback_release(
         lifecycle.rollback(session, slug, actor=viewer.actor)
     except (Conflict, InvalidRequest) as exc:
         return _render(request, viewer, session, slug, None, 30, None, exc.status_code, exc.message)
+    session.commit()
+    from_thread.run(lifecycle.unload_retired_adapters, runtime)
     return RedirectResponse(f"/review/metrics?bot={slug}", status_code=303)
 
 

@@ -29,6 +29,7 @@ class RunOut(BaseModel):
     losses: list[float]
     gate: dict[str, Any] | None
     artifact_path: str | None
+    release_id: str | None = None  # the candidate release a passing run registered
     error: str | None
     created_by: str
     created_at: datetime

@@ -65,6 +65,24 @@ class BotPolicy(BaseModel):
         le=1.0,
         description="Modified share at or below this (above promote): retrain; above: redo.",
     )
+    # Evaluation gate (a trained adapter against the live release on held-out rows)
+    gate_min_gain: float = Field(
+        0.0,
+        ge=-1.0,
+        le=1.0,
+        description="The adapter passes when its similarity to the references (mean of embedding "
+        "cosine and ROUGE-L) is at least the live release's plus this.",
+    )
+    gate_refusal_tolerance: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How much lower than live's the adapter's refusal accuracy may be.",
+    )
+    gate_auto_candidate: bool = Field(
+        True,
+        description="A passing adapter becomes a candidate release at once (it starts shadowing).",
+    )
     # Annotation reply
     annotations_enabled: bool = True
     annotation_approval: Literal["immediate", "four_eyes"] = Field(

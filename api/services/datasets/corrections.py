@@ -1,5 +1,9 @@
 """Staff verdicts on shadow and live answers become training rows: an approved answer as it was,
-a corrected one as corrected, a "should refuse" rejection as the bot's refusal."""
+a corrected one as corrected, a "should refuse" rejection as the bot's refusal.
+
+A row holds the prompt the reviewed release was given (its system prompt and, for RAG releases,
+the retrieved sources with the grounding rules), so the adapter learns to answer the way it will be
+asked at serving time."""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.models import Bot, Dataset, Exchange, Review, ReviewItem
+from api.models import Bot, Dataset, Exchange, Release, Review, ReviewItem
 from api.services.access.audit import AuditActor
 from api.services.datasets.rows import RowFilter, add_rows, iter_rows
+from api.services.releases.shadow import candidate_prompt
+from serving.prompting import build_prompt
 from serving.scope_guard import Scope
 from training.rows import Provenance, Row, Source, Status, Turn
 
@@ -30,6 +36,19 @@ def _conversation(messages: list[dict[str, Any]]) -> tuple[tuple[Turn, ...], str
     if history and history[-1].role == "user":
         history.pop()
     return tuple(history), str(turns[-1].get("content", ""))
+
+
+def _served_prompt(
+    session: Session, bot: Bot, item: ReviewItem, exchange: Exchange
+) -> tuple[str, list[dict[str, Any]]]:
+    """(system message, the other messages) of the prompt the reviewed release was given."""
+    release = session.get(Release, item.release_id) if item.release_id else None
+    if release is None:
+        prompt = build_prompt(bot.system_prompt, exchange.messages or [])
+    else:
+        prompt = candidate_prompt(release, bot, exchange)
+    system = "\n\n".join(m["content"] for m in prompt if m["role"] == "system")
+    return system, [dict(m) for m in prompt if m["role"] != "system"]
 
 
 def add_corrections(
@@ -60,19 +79,24 @@ def add_corrections(
         if conversation is None:
             skipped += 1
             continue
-        history, question = conversation
+        category = "closed_qa" if exchange.passages else "open_qa"
         if review.verdict == "approved":
             output, target = review.original_text, approved
         elif review.verdict == "corrected" and review.corrected_text:
             output, target = review.corrected_text, edited
         elif review.verdict == "rejected" and review.reason == "should_refuse":
-            output, target = refusal.refusal, edited
+            output, target, category = refusal.refusal, edited, "refusal"
         else:
             continue  # a plain rejection says what is wrong, not what is right
+        system, served = _served_prompt(session, bot, item, exchange)
+        conversation = _conversation(served) or conversation
+        history, question = conversation
         if not question.strip() or not output.strip():
             skipped += 1
             continue
-        row = Row(history=history, instruction=question, output=output)
+        row = Row(
+            system=system, history=history, instruction=question, output=output, category=category
+        )
         provenance = Provenance(source=Source.CORRECTION, exchange_id=exchange.id)
         target.append((row, provenance))
         present.add(exchange.id)

@@ -506,9 +506,7 @@ async def create(
 
 async def attach(runtime: Runtime, slug: str, release_id: str, actor: AuditActor) -> ReleaseView:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
-    await ensure_servable(
-        runtime, adapter=release.adapter, adapter_path=release.adapter_path
-    )
+    await ensure_servable(runtime, adapter=release.adapter, adapter_path=release.adapter_path)
     view = await _in_transaction(
         runtime, lambda s: set_candidate(s, slug, release_id, True, actor=actor)
     )
@@ -527,9 +525,7 @@ async def promote_release(
     runtime: Runtime, slug: str, release_id: str, actor: AuditActor, *, force: bool = False
 ) -> AliasMove:
     release = await _in_transaction(runtime, lambda s: view_release(s, slug, release_id))
-    await ensure_servable(
-        runtime, adapter=release.adapter, adapter_path=release.adapter_path
-    )
+    await ensure_servable(runtime, adapter=release.adapter, adapter_path=release.adapter_path)
     move = await _in_transaction(
         runtime, lambda s: promote(s, slug, release_id, actor=actor, force=force)
     )
@@ -549,9 +545,7 @@ async def rollback_release(runtime: Runtime, slug: str, actor: AuditActor) -> Al
 
     release = await _in_transaction(runtime, target)
     if release is not None:
-        await ensure_servable(
-            runtime, adapter=release.adapter, adapter_path=release.adapter_path
-        )
+        await ensure_servable(runtime, adapter=release.adapter, adapter_path=release.adapter_path)
     move = await _in_transaction(runtime, lambda s: rollback(s, slug, actor=actor))
     await unload_retired_adapters(runtime)
     return move

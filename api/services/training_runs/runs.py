@@ -1,11 +1,15 @@
 """Training runs as background jobs: queued from the API, trained by a worker with progress
 (step, loss, tokens/s, ETA) on the job and the run, cancellable between steps, resumed from the
-last checkpoint after a crash, and judged by the evaluation gate on the snapshot's validation rows
-against the base model."""
+last checkpoint after a crash, and judged by the evaluation gate against the live release on the
+snapshot's validation rows (held-out generated rows and corrections). A passing adapter is
+registered as a candidate release and starts shadowing; each process loads it on first use."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -16,12 +20,16 @@ from api.db import transaction
 from api.errors import Conflict, NotFound
 from api.ids import new_id
 from api.jobs.queue import enqueue
-from api.models import Bot, Dataset, TrainingRun
+from api.models import Bot, Dataset, Release, TrainingRun
 from api.services.access import audit
 from api.services.access.audit import AuditActor
-from api.services.datasets.catalog import get_dataset
+from api.services.bots.policy import policy_of
+from api.services.datasets.catalog import ensure_dataset, get_dataset
+from api.services.datasets.corrections import add_corrections
 from api.services.datasets.snapshots import get_snapshot, read_snapshot
+from api.services.releases.lifecycle import ReleaseCreate, create_release
 from api.services.training_runs.local import (
+    MANIFEST,
     adapter_dir,
     base_model_folder,
     prepare_rows,
@@ -31,19 +39,40 @@ from training.config import TrainConfig
 from training.trainer import Cancelled, Progress
 
 ACTIVE = ("queued", "running", "cancelling")
+#: Keys of a run's stored config that are not training settings.
+RUN_OPTIONS = ("gate_rows", "include_corrections")
+#: The dataset a run trains on when none is named: created on first use.
+DEFAULT_DATASET = "learning"
 
 
 class RunCreate(BaseModel):
-    dataset: str = Field(description="The dataset to train on (its current snapshot).")
+    dataset: str = Field(
+        DEFAULT_DATASET,
+        min_length=1,
+        max_length=100,
+        description="The dataset to train on: its reviewed rows, as a new snapshot. The default "
+        f"'{DEFAULT_DATASET}' dataset is created if missing.",
+    )
+    include_corrections: bool = Field(
+        True,
+        description="First add the reviewed answers from shadow review not yet in the dataset "
+        "(approved and corrected answers, and 'should refuse' rejections as refusal rows).",
+    )
     config: TrainConfig = Field(default_factory=TrainConfig, description="Training settings.")
     gate_rows: int = Field(
         20, ge=0, le=500, description="Validation rows the gate answers (0: no gate)."
     )
 
 
-def start_run(session: Session, bot: Bot, data: RunCreate, *, actor: AuditActor) -> TrainingRun:
-    """Queue a training run (one at a time per bot: they share the adapter numbering)."""
-    dataset = get_dataset(session, bot, data.dataset)
+def start_run(
+    session: Session, bot: Bot, data: RunCreate, *, actor: AuditActor, queue: bool = True
+) -> TrainingRun:
+    """Record a training run (one at a time per bot: they share the adapter numbering) and queue
+    its job; with `queue=False` the caller runs it (`execute_run`, the CLI in the foreground)."""
+    if data.dataset == DEFAULT_DATASET:
+        dataset = ensure_dataset(session, bot, data.dataset, actor=actor)
+    else:
+        dataset = get_dataset(session, bot, data.dataset)
     busy = session.scalar(
         select(TrainingRun.id).where(TrainingRun.bot_id == bot.id, TrainingRun.status.in_(ACTIVE))
     )
@@ -54,7 +83,11 @@ def start_run(session: Session, bot: Bot, data: RunCreate, *, actor: AuditActor)
         bot_id=bot.id,
         dataset_id=dataset.id,
         method=data.config.method,
-        config={**data.config.model_dump(mode="json"), "gate_rows": data.gate_rows},
+        config={
+            **data.config.model_dump(mode="json"),
+            "gate_rows": data.gate_rows,
+            "include_corrections": data.include_corrections,
+        },
         status="queued",
         created_by=actor.label,
         snapshot={},
@@ -63,8 +96,9 @@ def start_run(session: Session, bot: Bot, data: RunCreate, *, actor: AuditActor)
     )
     session.add(run)
     session.flush()
-    job = enqueue(session, "training", {"run_id": run.id}, bot_id=bot.id, max_attempts=3)
-    run.job_id = job.id
+    if queue:
+        job = enqueue(session, "training", {"run_id": run.id}, bot_id=bot.id, max_attempts=3)
+        run.job_id = job.id
     audit.record(
         session,
         actor,
@@ -120,7 +154,15 @@ def _update(runtime: Any, run_id: str, **fields: Any) -> str:
 
 def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
     """Job `training`, payload {"run_id"}: train, then gate on the validation rows."""
-    run_id: str = ctx.payload["run_id"]
+    return execute_run(runtime, ctx.payload["run_id"], lambda figures: ctx.report(**figures))
+
+
+def execute_run(
+    runtime: Any, run_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run a recorded training run to its end: add the corrections, snapshot, train (resuming a
+    checkpoint), gate against the live release, and register a passing adapter as a candidate.
+    `on_progress` receives {step, total_steps, loss, tokens_per_s, eta_s} after each step."""
     with transaction(runtime.sessions) as session:
         run = session.get(TrainingRun, run_id)
         if run is None or run.status == "cancelled":
@@ -131,11 +173,17 @@ def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
             run.status, run.error = "failed", "its dataset was deleted"
             return {"failed": run.error}
         config = TrainConfig.model_validate(
-            {k: v for k, v in run.config.items() if k != "gate_rows"}
+            {k: v for k, v in run.config.items() if k not in RUN_OPTIONS}
         )
         gate_rows = int(run.config.get("gate_rows", 20))
         actor = audit.NamedActor(None, run.created_by or "system")
+        corrections = None
+        if run.config.get("include_corrections", True) and not run.snapshot:
+            corrections = add_corrections(session, bot, dataset, actor=actor)
         rows, source = prepare_rows(session, runtime.settings, dataset, actor=actor)
+        if corrections is not None:
+            source["corrections_added"] = corrections
+        live = _live_side(bot)
         snapshot = get_snapshot(session, dataset, source["snapshot_version"])
         validation = [row for split, row in read_snapshot(snapshot) if split == "validation"]
         name, folder = (run.name, None) if run.name else adapter_dir(runtime.settings, bot)
@@ -156,7 +204,8 @@ def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
             "tokens_per_s": p.tokens_per_s,
             "eta_s": p.eta_s,
         }
-        ctx.report(**figures)  # renews the job's lease too
+        if on_progress is not None:
+            on_progress(figures)  # a job's renews its lease too
         now = datetime.now(UTC).timestamp()
         if now - last_report >= 2 or p.step == p.total_steps:
             last_report = now
@@ -191,17 +240,31 @@ def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         gate = {"passed": None, "skipped": "the snapshot has no validation rows"}
     elif gate_rows:
         from serving.knowledge.embedders import load_embedder
-        from training.evaluation import LocalAnswerer, evaluate
+        from training.evaluation import GateRule, LocalAnswerer, evaluate
 
         held_out = validation[:gate_rows]
+        policy = policy_of(bot.policy)
         report_ = evaluate(
             held_out,
-            LocalAnswerer(base, max_new_tokens=96),
+            LocalAnswerer(base, live["adapter_path"], max_new_tokens=96),
             LocalAnswerer(base, result.output_dir, max_new_tokens=96),
             load_embedder(),
             refusal=bot.refusal_message or None,
+            rule=GateRule(
+                min_gain=policy.gate_min_gain, refusal_tolerance=policy.gate_refusal_tolerance
+            ),
         )
-        gate = {**report_.to_dict(), "against": "base model", "rows": len(held_out)}
+        gate = {**report_.to_dict(), "against": live["label"], "rows": len(held_out)}
+    _record_gate(result.output_dir.parent, gate)
+    release_id = None
+    # A full fine-tune is a model of its own, not an adapter on the served base: never auto-attached.
+    if (
+        gate
+        and gate.get("passed")
+        and config.method != "full"
+        and policy_of(bot.policy).gate_auto_candidate
+    ):
+        release_id = _register_candidate(runtime, run_id, name, result.output_dir, source, live)
     _update(
         runtime,
         run_id,
@@ -210,10 +273,76 @@ def run_training_job(ctx: Any, runtime: Any) -> dict[str, Any]:
         losses=result.losses,
         gate=gate,
         artifact_path=str(result.output_dir),
+        release_id=release_id,
         finished_at=datetime.now(UTC),
     )
     return {
         "name": name,
         "steps": result.steps,
         "gate_passed": gate.get("passed") if gate else None,
+        "release_id": release_id,
     }
+
+
+def _live_side(bot: Bot) -> dict[str, Any]:
+    """What the gate compares with: the live release's adapter, or the base model when the live
+    release has none (a RAG release answers with the base model; retrieval and holding ones with
+    no model at all, so the base model is the fair stand-in)."""
+    live: Release | None = bot.live_release
+    path = Path(live.adapter_path) if live is not None and live.adapter_path else None
+    if live is None:
+        label = "base model (no live release)"
+    elif path is not None:
+        label = f"live release v{live.version} ({live.adapter})"
+    else:
+        label = f"live release v{live.version} (base model, {live.mode})"
+    return {
+        "adapter_path": path,
+        "label": label,
+        "release_id": live.id if live is not None else None,
+        "mode": live.mode if live is not None else None,
+    }
+
+
+def _record_gate(folder: Path, gate: dict[str, Any] | None) -> None:
+    """Add the gate's verdict to the adapter's manifest (the figures travel with the weights)."""
+    manifest_file = folder / MANIFEST
+    if gate is None or not manifest_file.is_file():
+        return
+    manifest = json.loads(manifest_file.read_text())
+    manifest["gate"] = {k: v for k, v in gate.items() if k != "questions"}
+    manifest_file.write_text(json.dumps(manifest, indent=2))
+
+
+def _register_candidate(
+    runtime: Any,
+    run_id: str,
+    name: str,
+    adapter: Path,
+    source: dict[str, Any],
+    live: dict[str, Any],
+) -> str:
+    """A release for the passing adapter, attached as a candidate: it shadows live traffic at once
+    (each process loads the adapter on first use). It keeps the live release's prompt and, for a
+    grounded bot, its sources: the adapter was trained on prompts shaped that way."""
+    mode = "adapter" if live["mode"] == "adapter" else "adapter+rag"
+    with transaction(runtime.sessions) as session:
+        run = session.get_one(TrainingRun, run_id)
+        bot = session.get_one(Bot, run.bot_id)
+        view = create_release(
+            session,
+            bot.slug,
+            ReleaseCreate(
+                based_on=live["release_id"],
+                adapter=name,
+                adapter_path=str(adapter),
+                mode=mode,
+                notes=f"Trained by run {run_id} on '{source['dataset']}' snapshot "
+                f"v{source['snapshot_version']}; passed the evaluation gate against "
+                f"{live['label']}.",
+                candidate=True,
+            ),
+            default_base_model=runtime.settings.model,
+            actor=audit.NamedActor(None, f"training run {run_id}"),
+        )
+        return view.id

@@ -353,6 +353,9 @@ def test_corrections_from_reviews_become_reviewed_rows(harness: Harness) -> None
         "edited",
         "correction",
     )
+    # The row carries the prompt the reviewed release was given: the bot's system prompt here.
+    bot = h.client.get("/api/bots/acme", headers=admin(h)).json()
+    assert row["system"] == bot["system_prompt"] and row["system"]
     # Twice is once.
     assert (
         h.client.post("/api/bots/acme/datasets/fixes/corrections", headers=admin(h)).json()[
