@@ -22,6 +22,7 @@ from review_ui import (
     login_pages,
     metrics_pages,
     queue_pages,
+    training_pages,
 )
 from review_ui.rendering import render
 
@@ -43,6 +44,7 @@ def mount_review_ui(app: FastAPI, runtime: Runtime) -> None:
         metrics_pages,
         audit_pages,
         dataset_pages,
+        training_pages,
     ):
         app.include_router(module.router)
     app.mount("/review/static", StaticFiles(directory=STATIC_DIR), name="review-static")

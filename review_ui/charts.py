@@ -96,3 +96,49 @@ def modified_share_chart(
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def loss_chart(losses: Sequence[float], *, title: str) -> Markup:
+    """Training loss per reported step as a line, on a scale from 0 to the highest loss seen."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    parts = [
+        (
+            f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+        )
+    ]
+    top = max(losses, default=0.0) or 1.0
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = TOP + plot_h * (1 - tick)
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{top * tick:.2f}</text>"
+        )
+    n = len(losses)
+    if n == 0:
+        parts.append(
+            f'<text class="empty" x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" text-anchor="middle">'
+            "No steps reported yet</text></svg>"
+        )
+        return Markup("".join(parts))
+    step = plot_w / max(n - 1, 1)
+    points = [(LEFT + i * step, TOP + plot_h * (1 - loss / top)) for i, loss in enumerate(losses)]
+    if n > 1:
+        parts.append(
+            '<polyline class="share" points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            + '"/>'
+        )
+    for i, ((x, y), loss) in enumerate(zip(points, losses, strict=True)):
+        parts.append(
+            f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="2.5"><title>report {i + 1}: '
+            f"loss {loss:.4f}</title></circle>"
+        )
+    for i in sorted({0, n // 2, n - 1}):
+        parts.append(
+            f'<text class="axis" x="{LEFT + i * step:.1f}" y="{HEIGHT - 12}" '
+            f'text-anchor="middle">{i + 1}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -127,8 +127,9 @@ def enable_checkpointing(model: Any) -> None:
     model.enable_input_require_grads()
 
 
-def load_model(base_model: str | Path, config: TrainConfig) -> Any:
-    """The base model ready to train with `config.method` (adapters attached for LoRA / QLoRA)."""
+def load_model(base_model: str | Path, config: TrainConfig, *, gpu: int = 0) -> Any:
+    """The base model ready to train with `config.method` (adapters attached for LoRA / QLoRA),
+    on CUDA device `gpu` when there is one (each data-parallel process has its own)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -146,7 +147,7 @@ def load_model(base_model: str | Path, config: TrainConfig) -> Any:
             bnb_4bit_use_double_quant=config.double_quant,
             bnb_4bit_compute_dtype=dtype,
         )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device: Any = {"": gpu} if torch.cuda.is_available() else "cpu"
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 str(base_model), quantization_config=quantization, device_map=device, dtype=dtype
@@ -167,7 +168,7 @@ def load_model(base_model: str | Path, config: TrainConfig) -> Any:
     else:
         model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype)
         if torch.cuda.is_available():
-            model = model.to("cuda")
+            model = model.to(f"cuda:{gpu}")
         if config.gradient_checkpointing:
             enable_checkpointing(model)
     model.config.use_cache = False
@@ -263,6 +264,9 @@ def train(
         raise ValueError("no rows to train on")
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    parallel = _data_parallel()
+    rank, world = (parallel.process_index, parallel.num_processes) if parallel else (0, 1)
+    main = rank == 0
     torch.manual_seed(config.seed)
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(base_model)
@@ -272,10 +276,12 @@ def train(
         raise ValueError("no row has an answer to learn from")
     per_batch = max(1, config.batch_tokens // config.max_length)
     batches_per_epoch = math.ceil(len(sequences) / per_batch)
-    steps_per_epoch = max(1, batches_per_epoch // config.gradient_accumulation)
+    # One optimizer step takes `gradient_accumulation` micro-batches from every process.
+    per_step = config.gradient_accumulation * world
+    steps_per_epoch = max(1, batches_per_epoch // per_step)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
 
-    model = load_model(base_model, config)
+    model = load_model(base_model, config, gpu=parallel.local_process_index if parallel else 0)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -283,6 +289,11 @@ def train(
         optimizer, int(total_steps * config.warmup_ratio), total_steps
     )
     device = next(p.device for p in model.parameters())
+    trained = model  # the model itself; `model` may become its data-parallel wrapper
+    if parallel is not None:
+        # DDP (or DeepSpeed, by the accelerate config) over the model and optimizer; the
+        # scheduler is stepped here, once per optimizer step, as in a single process.
+        model, optimizer = parallel.prepare(model, optimizer)
 
     signature = {
         "config": config.model_dump(mode="json"),
@@ -296,19 +307,21 @@ def train(
     if (checkpoint / "state.pt").exists():
         saved = torch.load(checkpoint / "state.pt", weights_only=False)
         if saved["signature"] == signature:
-            _restore_state(model, config, saved["model"])
+            _restore_state(trained, config, saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             step, losses, tokens = saved["step"], saved["losses"], saved["tokens"]
     resumed_from = step
 
     def save_checkpoint() -> None:
+        if not main:  # every process holds the same weights: the first one writes them
+            return
         checkpoint.mkdir(exist_ok=True)
         tmp = checkpoint / "state.pt.tmp"
         torch.save(
             {
                 "signature": signature,
-                "model": _trainable_state(model, config),
+                "model": _trainable_state(trained, config),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,
@@ -323,27 +336,41 @@ def train(
     run_tokens = 0
     pad_id = tokenizer.pad_token_id
     epoch = 0
-    consumed = step * config.gradient_accumulation  # micro-batches already done (for a resume)
+    consumed = step * per_step  # micro-batches already done (for a resume)
     while step < total_steps:
         batches = micro_batches(sequences, per_batch, seed=config.seed, epoch=epoch)
         skip = min(consumed, len(batches))
         consumed -= skip
         pending = batches[skip:]
-        for start in range(0, len(pending), config.gradient_accumulation):
+        for start in range(0, len(pending), per_step):
             if step >= total_steps:
                 break
-            group = pending[start : start + config.gradient_accumulation]
+            shared = pending[start : start + per_step]
+            if len(shared) < world:  # a tail too short to give every process a micro-batch
+                break
+            group = shared[rank::world]
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
+            step_tokens = 0
             for batch in group:
                 inputs = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
                 loss = assistant_loss(model, inputs)
-                (loss / len(group)).backward()
+                scaled = loss / len(group)
+                if parallel is not None:
+                    parallel.backward(scaled)  # gradients are averaged across processes
+                else:
+                    scaled.backward()
                 step_loss += float(loss.detach()) / len(group)
-                batch_tokens = sum(len(p.input_ids) for p in batch)
-                tokens += batch_tokens
-                run_tokens += batch_tokens
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+                step_tokens += sum(len(p.input_ids) for p in batch)
+            if parallel is not None:
+                figures = torch.tensor([step_loss, float(step_tokens)], device=device)
+                step_loss = float(parallel.reduce(figures, "mean")[0])
+                step_tokens = int(parallel.reduce(figures, "sum")[1])
+                parallel.clip_grad_norm_(params, 1.0)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+            tokens += step_tokens
+            run_tokens += step_tokens
             optimizer.step()
             scheduler.step()
             step += 1
@@ -352,7 +379,7 @@ def train(
             rate = run_tokens / elapsed if elapsed > 0 else 0.0
             done_steps = step - resumed_from
             eta = (total_steps - step) * elapsed / done_steps if done_steps else None
-            if on_progress is not None:
+            if on_progress is not None and main:
                 on_progress(
                     Progress(
                         step=step,
@@ -372,10 +399,15 @@ def train(
         epoch += 1
     seconds = time.monotonic() - started
     artifact = output_dir / ("model" if config.method == "full" else "adapter")
-    model.save_pretrained(str(artifact))
-    if config.method == "full":
-        tokenizer.save_pretrained(str(artifact))
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    if parallel is not None:
+        parallel.wait_for_everyone()
+    if main:
+        trained.save_pretrained(str(artifact))
+        if config.method == "full":
+            tokenizer.save_pretrained(str(artifact))
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    if parallel is not None:
+        parallel.wait_for_everyone()
     size = sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file())
     result = TrainResult(
         output_dir=artifact,
@@ -386,12 +418,24 @@ def train(
         tokens_per_s=round(run_tokens / seconds, 1) if seconds > 0 else 0.0,
         final_loss=losses[-1] if losses else float("nan"),
         losses=losses,
-        trainable_params=trainable_parameters(model),
+        trainable_params=trainable_parameters(trained),
         peak_rss_mib=round(_peak_rss_mib(), 1),
         artifact_bytes=size,
         resumed_from=resumed_from,
         rows=len(rows),
         sequences=len(sequences),
     )
-    (output_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    if main:
+        (output_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _data_parallel() -> Any:
+    """An accelerate `Accelerator` when this process is one of several (`accelerate launch`,
+    `torchrun`): each process then trains on its share of the micro-batches, gradients are
+    averaged, and the first process writes checkpoints and the adapter. None for one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator()

@@ -7,6 +7,7 @@ import typer
 from api.cli.bots import bots_app
 from api.cli.chat import chat
 from api.cli.datasets import datasets_app, plan
+from api.cli.demo import demo_loop
 from api.cli.documents import docs_app, ingest
 from api.cli.keys import keys_app
 from api.cli.releases import releases_app
@@ -21,6 +22,7 @@ app.command()(ingest)
 app.command()(chat)
 app.command()(plan)
 app.command(name="train")(train_command)
+app.command(name="demo-loop")(demo_loop)
 app.add_typer(bots_app, name="bots")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,61 @@ def prepare_rows(
         "train_rows": snapshot.train_rows,
         "validation_rows": snapshot.validation_rows,
     }
+
+
+def check_adapter_folder(folder: Path) -> None:
+    """A peft LoRA folder (adapter_config.json and the weights), or a 400 saying what is missing."""
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise InvalidRequest(
+            f"{folder} is not a peft adapter folder (no adapter_config.json).",
+            param="adapter_path",
+        )
+    try:
+        kind = json.loads(config_file.read_text()).get("peft_type")
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"Cannot read {config_file}: {exc}", param="adapter_path") from exc
+    if kind != "LORA":
+        raise InvalidRequest(
+            f"{folder} holds a {kind} adapter; only LoRA adapters can be served.",
+            param="adapter_path",
+        )
+    if not any(folder.glob("adapter_model.*")):
+        raise InvalidRequest(f"{folder} has no adapter_model weights.", param="adapter_path")
+
+
+def import_adapter(
+    source: Path, base: Path, name: str, folder: Path, dataset: dict[str, Any]
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Copy an adapter trained elsewhere under the versioned name, with a manifest saying so."""
+    check_adapter_folder(source)
+    artifact = folder / "adapter"
+    if artifact.exists():  # a retried job: the copy may be partial
+        shutil.rmtree(artifact)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, artifact)
+    size = sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file())
+    result = TrainResult(
+        output_dir=artifact,
+        method="imported",
+        steps=0,
+        tokens=0,
+        seconds=0.0,
+        tokens_per_s=0.0,
+        final_loss=0.0,
+        artifact_bytes=size,
+    )
+    manifest = {
+        "name": name,
+        "base_model": str(base),
+        "method": "imported",
+        "imported_from": str(source),
+        "artifact": str(artifact),
+        "dataset": dataset,
+        "metrics": {"artifact_bytes": size},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return result, manifest
 
 
 def train_adapter(

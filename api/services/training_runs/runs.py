@@ -7,6 +7,7 @@ registered as a candidate release and starts shadowing; each process loads it on
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from api.jobs.queue import enqueue
 from api.models import Bot, Dataset, Release, TrainingRun
 from api.services.access import audit
 from api.services.access.audit import AuditActor
-from api.services.bots.policy import policy_of
+from api.services.bots.policy import BotPolicy, policy_of
 from api.services.datasets.catalog import ensure_dataset, get_dataset
 from api.services.datasets.corrections import add_corrections
 from api.services.datasets.snapshots import get_snapshot, read_snapshot
@@ -32,15 +33,20 @@ from api.services.training_runs.local import (
     MANIFEST,
     adapter_dir,
     base_model_folder,
+    check_adapter_folder,
+    import_adapter,
     prepare_rows,
     train_adapter,
 )
 from training.config import TrainConfig
+from training.rows import Row
 from training.trainer import Cancelled, Progress
+
+log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running", "cancelling")
 #: Keys of a run's stored config that are not training settings.
-RUN_OPTIONS = ("gate_rows", "include_corrections")
+RUN_OPTIONS = ("gate_rows", "include_corrections", "adapter_path")
 #: The dataset a run trains on when none is named: created on first use.
 DEFAULT_DATASET = "learning"
 
@@ -62,6 +68,13 @@ class RunCreate(BaseModel):
     gate_rows: int = Field(
         20, ge=0, le=500, description="Validation rows the gate answers (0: no gate)."
     )
+    adapter_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="Judge a LoRA adapter trained elsewhere (a peft folder on this server) instead "
+        "of training one: it is copied under the bot's next versioned name, gated against the "
+        "live release on the snapshot's validation rows, and registered if it passes.",
+    )
 
 
 def start_run(
@@ -69,6 +82,8 @@ def start_run(
 ) -> TrainingRun:
     """Record a training run (one at a time per bot: they share the adapter numbering) and queue
     its job; with `queue=False` the caller runs it (`execute_run`, the CLI in the foreground)."""
+    if data.adapter_path is not None:
+        check_adapter_folder(Path(data.adapter_path))
     if data.dataset == DEFAULT_DATASET:
         dataset = ensure_dataset(session, bot, data.dataset, actor=actor)
     else:
@@ -82,11 +97,12 @@ def start_run(
         id=new_id("run"),
         bot_id=bot.id,
         dataset_id=dataset.id,
-        method=data.config.method,
+        method="imported" if data.adapter_path else data.config.method,
         config={
             **data.config.model_dump(mode="json"),
             "gate_rows": data.gate_rows,
             "include_corrections": data.include_corrections,
+            "adapter_path": data.adapter_path,
         },
         status="queued",
         created_by=actor.label,
@@ -176,6 +192,7 @@ def execute_run(
             {k: v for k, v in run.config.items() if k not in RUN_OPTIONS}
         )
         gate_rows = int(run.config.get("gate_rows", 20))
+        run_config = dict(run.config)
         actor = audit.NamedActor(None, run.created_by or "system")
         corrections = None
         if run.config.get("include_corrections", True) and not run.snapshot:
@@ -218,10 +235,21 @@ def execute_run(
         with transaction(runtime.sessions) as session:
             return session.get_one(TrainingRun, run_id).status == "cancelling"
 
+    imported = run_config.get("adapter_path")
     try:
-        result, manifest = train_adapter(
-            rows, base, name, folder, config, source, on_progress=report, should_stop=should_stop
-        )
+        if imported:
+            result, manifest = import_adapter(Path(imported), base, name, folder, source)
+        else:
+            result, manifest = train_adapter(
+                rows,
+                base,
+                name,
+                folder,
+                config,
+                source,
+                on_progress=report,
+                should_stop=should_stop,
+            )
     except Cancelled as exc:
         _update(runtime, run_id, status="cancelled", error=str(exc), finished_at=datetime.now(UTC))
         return {"cancelled": str(exc)}
@@ -239,22 +267,13 @@ def execute_run(
         # Said on the run, not silently absent: a gate needs held-out rows.
         gate = {"passed": None, "skipped": "the snapshot has no validation rows"}
     elif gate_rows:
-        from serving.knowledge.embedders import load_embedder
-        from training.evaluation import GateRule, LocalAnswerer, evaluate
-
-        held_out = validation[:gate_rows]
-        policy = policy_of(bot.policy)
-        report_ = evaluate(
-            held_out,
-            LocalAnswerer(base, live["adapter_path"], max_new_tokens=96),
-            LocalAnswerer(base, result.output_dir, max_new_tokens=96),
-            load_embedder(),
-            refusal=bot.refusal_message or None,
-            rule=GateRule(
-                min_gain=policy.gate_min_gain, refusal_tolerance=policy.gate_refusal_tolerance
-            ),
-        )
-        gate = {**report_.to_dict(), "against": live["label"], "rows": len(held_out)}
+        try:
+            gate = judge(
+                base, live, result.output_dir, validation[:gate_rows], policy_of(bot.policy), bot
+            )
+        except Exception as exc:  # the adapter stays; the run says why it was not judged
+            log.exception("the evaluation gate of run %s failed", run_id)
+            gate = {"passed": None, "error": f"{type(exc).__name__}: {exc}"}
     _record_gate(result.output_dir.parent, gate)
     release_id = None
     # A full fine-tune is a model of its own, not an adapter on the served base: never auto-attached.
@@ -278,10 +297,36 @@ def execute_run(
     )
     return {
         "name": name,
-        "steps": result.steps,
+        "steps": result.steps if not imported else 0,
         "gate_passed": gate.get("passed") if gate else None,
         "release_id": release_id,
     }
+
+
+def judge(
+    base: Path,
+    live: dict[str, Any],
+    adapter: Path,
+    held_out: list[Row],
+    policy: BotPolicy,
+    bot: Bot,
+) -> dict[str, Any]:
+    """The evaluation gate: the live side (`_live_side`) and the adapter answer the held-out rows;
+    the bot's pass rule decides. Returns the stored report (summaries, reasons, per question)."""
+    from serving.knowledge.embedders import load_embedder
+    from training.evaluation import GateRule, LocalAnswerer, evaluate
+
+    report = evaluate(
+        held_out,
+        LocalAnswerer(base, live["adapter_path"], max_new_tokens=96),
+        LocalAnswerer(base, adapter, max_new_tokens=96),
+        load_embedder(),
+        refusal=bot.refusal_message or None,
+        rule=GateRule(
+            min_gain=policy.gate_min_gain, refusal_tolerance=policy.gate_refusal_tolerance
+        ),
+    )
+    return {**report.to_dict(), "against": live["label"], "rows": len(held_out)}
 
 
 def _live_side(bot: Bot) -> dict[str, Any]:
