@@ -363,9 +363,11 @@ def train(
                 step_loss += float(loss.detach()) / len(group)
                 step_tokens += sum(len(p.input_ids) for p in batch)
             if parallel is not None:
-                figures = torch.tensor([step_loss, float(step_tokens)], device=device)
-                step_loss = float(parallel.reduce(figures, "mean")[0])
-                step_tokens = int(parallel.reduce(figures, "sum")[1])
+                # (reduce works in place: one tensor per reduction)
+                loss_sum = torch.tensor([step_loss], device=device)
+                token_sum = torch.tensor([float(step_tokens)], device=device)
+                step_loss = float(parallel.reduce(loss_sum, "mean")[0])
+                step_tokens = int(parallel.reduce(token_sum, "sum")[0])
                 parallel.clip_grad_norm_(params, 1.0)
             else:
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -436,6 +438,8 @@ def _data_parallel() -> Any:
     averaged, and the first process writes checkpoints and the adapter. None for one process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import Accelerator
 
-    return Accelerator()
+    # Without a GPU, accelerate only forms a (gloo) process group when told it runs on the CPU.
+    return Accelerator(cpu=not torch.cuda.is_available())

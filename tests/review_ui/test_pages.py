@@ -8,6 +8,7 @@ import re
 from fastapi.testclient import TestClient
 
 from api.services.access.staff_sessions import CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from api.settings import Settings
 from tests.api.conftest import Harness
 from tests.api.review_fixtures import PASSWORD, ask, queue, staff, stop_review_feed
 
@@ -195,3 +196,89 @@ def test_admins_promote_from_the_metrics_page_only_with_the_decision_or_a_confir
     token = log_in(c, "rev@acme.test")
     assert f"/releases/{release['id']}/promote" not in c.get("/review/metrics?bot=acme").text
     assert c.post(url, data={"csrf_token": token, "force": "true"}).status_code == 403
+
+
+def test_training_pages_show_runs_with_loss_chart_and_gate_and_admins_start_and_cancel(
+    settings: Settings,
+) -> None:
+    from api.db import transaction
+    from api.models import Bot, TrainingRun
+    from tests.api.conftest import harness_with
+    from tests.fakes import ScriptedBackend
+
+    # No worker here: a queued run stays queued, so the page can show it and cancel it.
+    with harness_with(settings.model_copy(update={"run_worker": False}), ScriptedBackend()) as h:
+        staff(h, "boss@acme.test", role="admin")
+        staff(h, "rev@acme.test", bots=("acme",))
+        gate = {
+            "passed": True,
+            "against": "live release v1 (base model, rag)",
+            "rows": 1,
+            "reasons": ["similarity to the references: candidate 0.700 vs live 0.300"],
+            "live": {"similarity": 0.3, "cosine": 0.4, "rouge_l": 0.2, "refusal_accuracy": None},
+            "candidate": {
+                "similarity": 0.7,
+                "cosine": 0.8,
+                "rouge_l": 0.6,
+                "refusal_accuracy": 1.0,
+            },
+            "questions": [
+                {
+                    "question": "How long does the battery last?",
+                    "reference": "41 hours.",
+                    "live": "It depends.",
+                    "candidate": "41 hours on warm.",
+                    "live_cosine": 0.3,
+                    "candidate_cosine": 0.9,
+                    "live_rouge_l": 0.0,
+                    "candidate_rouge_l": 0.5,
+                    "should_refuse": False,
+                    "live_refused": False,
+                    "candidate_refused": False,
+                }
+            ],
+        }
+        with transaction(h.client.app.state.sessions) as session:  # type: ignore[attr-defined]
+            bot = session.query(Bot).filter_by(slug="acme").one()
+            session.add(
+                TrainingRun(
+                    id="run_done",
+                    bot_id=bot.id,
+                    name="acme-v1",
+                    method="lora",
+                    status="succeeded",
+                    config={},
+                    snapshot={"dataset": "learning", "snapshot_version": 1, "train_rows": 9},
+                    metrics={"steps": 3, "tokens_per_s": 180.0},
+                    losses=[3.1, 1.2, 0.4],
+                    gate=gate,
+                )
+            )
+        c = h.client
+        log_in(c, "rev@acme.test", "/review/training")
+        listing = c.get("/review/training").text
+        assert "acme-v1" in listing and "passed" in listing
+        assert (
+            'action="/review/bots/acme/training-runs"' not in listing
+        )  # reviewers do not start runs
+        page = c.get("/review/bots/acme/training-runs/run_done").text
+        assert '<svg class="chart"' in page and "<polyline" in page  # the loss chart
+        assert 'id="gate-verdict"' in page and "How long does the battery last?" in page
+        assert "41 hours on warm." in page and "0.700" in page
+
+        c.post("/review/logout", data={"csrf_token": csrf_of(page)})
+        token = log_in(c, "boss@acme.test", "/review/training")
+        r = c.post(
+            "/review/bots/acme/training-runs",
+            data={"csrf_token": token, "dataset": "learning", "method": "lora", "max_steps": "2"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        run_page = c.get(r.headers["location"]).text
+        assert 'id="run-status">queued' in run_page and 'http-equiv="refresh"' in run_page
+        run_id = r.headers["location"].rsplit("/", 1)[-1]
+        r = c.post(
+            f"/review/bots/acme/training-runs/{run_id}/cancel",
+            data={"csrf_token": csrf_of(run_page)},
+        )
+        assert 'id="run-status">cancelled' in r.text

@@ -1,5 +1,6 @@
-"""Data-parallel training: two processes under `accelerate launch` (gloo on the CPU, the config in
-docker/) train the same adapter as one process that accumulates the same micro-batches."""
+"""Data-parallel training: two processes under `torchrun` (gloo on the CPU; on GPUs the same code
+runs under `accelerate launch` with the configs in docker/accelerate) train the same adapter as one
+process that accumulates the same micro-batches."""
 
 from __future__ import annotations
 
@@ -62,9 +63,11 @@ def test_two_processes_train_what_one_process_accumulating_their_batches_trains(
         [
             sys.executable,
             "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(ROOT / "docker" / "accelerate" / "cpu_2proc.yaml"),
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
             *training,
             "--output",
             str(tmp_path / "two"),

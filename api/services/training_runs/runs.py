@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db import transaction
-from api.errors import Conflict, NotFound
+from api.errors import ApiError, Conflict, NotFound
 from api.ids import new_id
 from api.jobs.queue import enqueue
 from api.models import Bot, Dataset, Release, TrainingRun
@@ -179,15 +180,42 @@ def execute_run(
     """Run a recorded training run to its end: add the corrections, snapshot, train (resuming a
     checkpoint), gate against the live release, and register a passing adapter as a candidate.
     `on_progress` receives {step, total_steps, loss, tokens_per_s, eta_s} after each step."""
+    try:
+        prepared = _prepare(runtime, run_id)
+    except ApiError as exc:  # nothing to train on, a bad dataset: the run says why, once
+        _update(runtime, run_id, status="failed", error=exc.message, finished_at=datetime.now(UTC))
+        return {"failed": exc.message}
+    if prepared is None:
+        return {"skipped": "cancelled or deleted"}
+    return _train_and_judge(runtime, run_id, prepared, on_progress)
+
+
+@dataclass
+class _Prepared:
+    """What a run trains on and against, read in one transaction."""
+
+    bot: Bot
+    config: TrainConfig
+    gate_rows: int
+    run_config: dict[str, Any]
+    rows: list[Row]
+    source: dict[str, Any]
+    live: dict[str, Any]
+    validation: list[Row]
+    name: str
+    folder: Path
+
+
+def _prepare(runtime: Any, run_id: str) -> _Prepared | None:
+    """Add the corrections, snapshot the dataset and name the adapter (one transaction)."""
     with transaction(runtime.sessions) as session:
         run = session.get(TrainingRun, run_id)
         if run is None or run.status == "cancelled":
-            return {"skipped": "cancelled or deleted"}
+            return None
         bot = session.get_one(Bot, run.bot_id)
         dataset = session.get(Dataset, run.dataset_id) if run.dataset_id else None
         if dataset is None:
-            run.status, run.error = "failed", "its dataset was deleted"
-            return {"failed": run.error}
+            raise NotFound("The run's dataset was deleted.", param="dataset")
         config = TrainConfig.model_validate(
             {k: v for k, v in run.config.items() if k not in RUN_OPTIONS}
         )
@@ -207,6 +235,22 @@ def execute_run(
         if folder is None:
             folder = runtime.settings.data_dir / "adapters" / name
         run.name, run.status, run.snapshot = name, "running", source
+        session.expunge(bot)
+        return _Prepared(
+            bot, config, gate_rows, run_config, rows, source, live, validation, name, folder
+        )
+
+
+def _train_and_judge(
+    runtime: Any,
+    run_id: str,
+    prepared: _Prepared,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    bot, config, gate_rows = prepared.bot, prepared.config, prepared.gate_rows
+    run_config, rows, source = prepared.run_config, prepared.rows, prepared.source
+    live, validation = prepared.live, prepared.validation
+    name, folder = prepared.name, prepared.folder
     base = base_model_folder(runtime.settings)
     if runtime.settings.torch_threads and config.torch_threads is None:
         config = config.model_copy(update={"torch_threads": runtime.settings.torch_threads})

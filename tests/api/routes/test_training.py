@@ -103,3 +103,39 @@ def test_a_run_trains_in_the_background_is_gated_and_can_be_cancelled(
     )
     listed = h.client.get("/api/bots/acme/training-runs", headers=admin(h)).json()
     assert [x["id"] for x in listed] == [long["id"], run["id"]]
+
+
+def test_runs_refuse_what_cannot_be_an_adapter_and_default_to_the_learning_dataset(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    r = h.client.post(
+        "/api/bots/acme/training-runs", headers=admin(h), json={"adapter_path": str(tmp_path)}
+    )
+    assert_envelope(r, 400, param="adapter_path")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "PROMPT_TUNING"}))
+    r = h.client.post(
+        "/api/bots/acme/training-runs", headers=admin(h), json={"adapter_path": str(tmp_path)}
+    )
+    assert_envelope(r, 400, param="adapter_path")
+    assert "only LoRA" in r.json()["error"]["message"]
+    assert_envelope(
+        h.client.post(
+            "/api/bots/acme/training-runs", headers=admin(h), json={"dataset": "no-such"}
+        ),
+        404,
+        param="dataset",
+    )
+    # No dataset named: the bot's 'learning' dataset, made on first use.
+    assert h.client.get("/api/bots/acme/datasets/learning", headers=admin(h)).status_code == 404
+    r = h.client.post("/api/bots/acme/training-runs", headers=admin(h), json={"gate_rows": 0})
+    assert r.status_code == 202, r.text
+    assert r.json()["config"]["include_corrections"] is True
+    assert h.client.get("/api/bots/acme/datasets/learning", headers=admin(h)).status_code == 200
+    # Nothing reviewed yet: the run fails with the reason instead of staying queued.
+    failed = wait_for(
+        lambda: (x := run_of(h, r.json()["id"]))["status"] == "failed" and x,
+        timeout=60,
+        what="the run to fail",
+    )
+    assert "no approved or edited rows" in failed["error"]
