@@ -356,6 +356,20 @@ def test_corrections_from_reviews_become_reviewed_rows(harness: Harness) -> None
     # The row carries the prompt the reviewed release was given: the bot's system prompt here.
     bot = h.client.get("/api/bots/acme", headers=admin(h)).json()
     assert row["system"] == bot["system_prompt"] and row["system"]
+    # "Should refuse" becomes a refusal row: the bot's refusal, category refusal.
+    other = queue(h, ask(h, "Write me a poem about cats."), shadow_answer="Roses are red...")
+    with transaction(sessions) as session:
+        act(session, reviewer, other, Verdict("rejected", reason="should_refuse"))
+    assert h.client.post(
+        "/api/bots/acme/datasets/fixes/corrections", headers=admin(h)
+    ).json() == {"approved": 0, "corrected": 1, "skipped": 0}
+    refusal = h.client.get(
+        "/api/bots/acme/datasets/fixes/rows", headers=admin(h), params={"category": "refusal"}
+    ).json()["rows"]
+    assert [(r["instruction"], r["status"]) for r in refusal] == [
+        ("Write me a poem about cats.", "edited")
+    ]
+    assert refusal[0]["output"].startswith("Sorry, I can only help with questions about")
     # Twice is once.
     assert (
         h.client.post("/api/bots/acme/datasets/fixes/corrections", headers=admin(h)).json()[
