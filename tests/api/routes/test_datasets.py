@@ -360,9 +360,11 @@ def test_corrections_from_reviews_become_reviewed_rows(harness: Harness) -> None
     other = queue(h, ask(h, "Write me a poem about cats."), shadow_answer="Roses are red...")
     with transaction(sessions) as session:
         act(session, reviewer, other, Verdict("rejected", reason="should_refuse"))
-    assert h.client.post(
-        "/api/bots/acme/datasets/fixes/corrections", headers=admin(h)
-    ).json() == {"approved": 0, "corrected": 1, "skipped": 0}
+    assert h.client.post("/api/bots/acme/datasets/fixes/corrections", headers=admin(h)).json() == {
+        "approved": 0,
+        "corrected": 1,
+        "skipped": 0,
+    }
     refusal = h.client.get(
         "/api/bots/acme/datasets/fixes/rows", headers=admin(h), params={"category": "refusal"}
     ).json()["rows"]
