@@ -294,12 +294,12 @@ async def test_failure_in_the_model_thread_spares_the_others(
     real_forward = engine._forward
     fail_next_prefill = False
 
-    def flaky_forward(ids, mask, positions, cache):  # type: ignore[no-untyped-def]
+    def flaky_forward(ids, mask, positions, cache, adapters):  # type: ignore[no-untyped-def]
         nonlocal fail_next_prefill
         if fail_next_prefill and ids.shape[1] > 1:
             fail_next_prefill = False
             raise RuntimeError("injected prefill failure")
-        return real_forward(ids, mask, positions, cache)
+        return real_forward(ids, mask, positions, cache, adapters)
 
     monkeypatch.setattr(engine, "_forward", flaky_forward)
     params = GenerationParams(max_tokens=32, temperature=0)
