@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CODE := api serving training review_ui tests bench migrations
 
-.PHONY: install serve test check bench
+.PHONY: install serve test check bench demo-loop
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ check: install
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/mypy
 	$(MAKE) test
+
+# The learning loop end to end on this machine (its own server in a temporary data dir, ~15 min).
+demo-loop: install
+	$(VENV)/bin/shadowdesk demo-loop
 
 bench: install
 	$(PY) bench/gateway.py && $(PY) bench/batching.py
