@@ -51,8 +51,12 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, description="Threads for in-process torch (None: torch's default)."
     )
-    max_batch_size: int = Field(
-        8, description="Concurrent sequences batched together by the transformers backend."
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Concurrent sequences batched together by the transformers backend (None: "
+        "sized at start from the model's KV cache, the free memory and the cores, 8 to 64). "
+        "Requests beyond it wait for a running answer to finish before their first token.",
     )
     upstream_url: str | None = Field(
         None, description="OpenAI-compatible upstream base URL (backend=openai)."

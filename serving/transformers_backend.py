@@ -28,6 +28,7 @@ from serving.backend import (
     TextDelta,
 )
 from serving.batch_engine import BatchEngine, EngineRequest, EngineStats
+from serving.batch_sizing import auto_batch_size
 from serving.packaged_model import (
     PACKAGED_MODEL_NAME,
     cached_hf_folder,
@@ -56,7 +57,7 @@ class TransformersBackend(Backend):
         self,
         model: str | Path | None = None,
         *,
-        max_batch_size: int = 8,
+        max_batch_size: int | None = None,
         torch_threads: int | None = None,
         dtype: str | torch.dtype = "float32",
         cache_dir: str | Path | None = None,
@@ -65,9 +66,10 @@ class TransformersBackend(Backend):
         """`model`: a local HF folder, a `.gguf` file, or "smollm2" / None for the packaged
         SmolLM2. `cache_dir`: where a GGUF is converted to an HF folder once, so later starts
         load in a fraction of a second instead of ~13 s. `torch_threads`: torch intra-op threads
-        for generation; torch's count is process-wide (None leaves it alone). Nothing is loaded
-        before `start()`."""
-        if max_batch_size < 1:
+        for generation; torch's count is process-wide (None leaves it alone). `max_batch_size`:
+        sequences generated together (None: sized from the model, free memory and cores at start,
+        see `serving.batch_sizing`). Nothing is loaded before `start()`."""
+        if max_batch_size is not None and max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._source = model
         self._max_batch_size = max_batch_size
@@ -86,7 +88,7 @@ class TransformersBackend(Backend):
         tokenizer: Any,
         *,
         model_name: str,
-        max_batch_size: int = 8,
+        max_batch_size: int | None = None,
         torch_threads: int | None = None,
     ) -> TransformersBackend:
         """A backend over a model and tokenizer already in memory (shared with training or
@@ -108,6 +110,11 @@ class TransformersBackend(Backend):
             self._model, self._tokenizer = await asyncio.to_thread(self._load)
             logger.info("loaded %s in %.1f s", self._model_name, time.perf_counter() - started)
         self._model.eval()
+        if self._max_batch_size is None:
+            self._max_batch_size = auto_batch_size(
+                self._model.config, dtype_bytes=self._model.dtype.itemsize
+            )
+            logger.info("batching up to %d sequences", self._max_batch_size)
         self._engine = BatchEngine(
             self._model,
             self._tokenizer,
@@ -191,6 +198,11 @@ class TransformersBackend(Backend):
         tokenizer, model = self._loaded()
         limits = (tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 0))
         return min((int(n) for n in limits if n and 0 < n < _NO_LIMIT), default=_NO_LIMIT)
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """The batch cap (None until `start()` sizes an automatic one)."""
+        return self._max_batch_size
 
     @property
     def stats(self) -> EngineStats:
