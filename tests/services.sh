@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the test suite needs besides Python packages: PostgreSQL answering at 127.0.0.1:5432 and the
-# system Chromium (browser tests never download a browser). Brings up what it can (starts an
+# What the test suite needs besides Python packages: PostgreSQL answering at 127.0.0.1:5432, the
+# system Chromium (browser tests never download a browser) and docker-compose (it validates the
+# compose file; no Docker engine runs). Brings up what it can (starts an
 # installed PostgreSQL, installs Chromium with apt when run as root or with password-less sudo);
 # otherwise says in one line what to do, before any test runs.
 set -u
@@ -25,5 +26,10 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "make test: installing Chromium for the browser tests (apt-get)…" >&2
   { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q chromium; } >/dev/null 2>&1
   [ -x /usr/bin/chromium ] || fail "/usr/bin/chromium is missing and could not be installed here; run 'sudo apt-get update && sudo apt-get install -y chromium'"
+fi
+if ! command -v docker-compose >/dev/null; then
+  echo "make test: installing docker-compose to validate docker/compose.yaml (apt-get)…" >&2
+  { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q docker-compose; } >/dev/null 2>&1
+  command -v docker-compose >/dev/null || fail "docker-compose is missing and could not be installed here; run 'sudo apt-get install -y docker-compose' (no Docker engine is needed)"
 fi
 exit 0
