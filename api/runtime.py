@@ -125,9 +125,16 @@ class Runtime:
         await self.backend.unload_adapter(name)
         self._adapters.pop(name, None)
 
+    def has_adapter(self, name: str) -> bool:
+        return name in self._adapters
+
     @property
     def loaded_adapters(self) -> dict[str, str]:
         return dict(self._adapters)
+
+    def forget_adapters(self) -> None:
+        """The backend (re)started and holds no adapter yet."""
+        self._adapters.clear()
 
     # -- parts built on first use -----------------------------------------------------------------
     async def generator(self) -> Backend:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from api.deps import SessionDep
 from api.errors import InvalidRequest
-from api.models import Release
+from api.models import Dataset, Release
 from api.services.access.staff import require_admin, require_bot, reviewable_bots
 from api.services.bots.management import get_bot
 from api.services.datasets import catalog
@@ -71,9 +71,7 @@ def run_page(
     bot = require_bot(viewer.actor, get_bot(session, slug))
     run = run_service.get_run(session, bot, run_id)
     release = session.get(Release, run.release_id) if run.release_id else None
-    dataset = next(
-        (d for d, _ in catalog.list_datasets(session, bot) if d.id == run.dataset_id), None
-    )
+    dataset = session.get(Dataset, run.dataset_id) if run.dataset_id else None
     return render(
         request,
         "training_run.html",

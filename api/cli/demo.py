@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -71,9 +69,10 @@ def _server(
             raise typer.Exit(2)
         yield url.rstrip("/"), admin_key
         return
-    import uvicorn
+    from pydantic import SecretStr
 
     from api.app import create_app
+    from api.threaded_server import serve_app
 
     key = "sd-demo-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="shadowdesk-demo-") as scratch:
@@ -81,34 +80,15 @@ def _server(
         settings = load_settings().model_copy(
             update={
                 "data_dir": folder,
-                "admin_key": _secret(key),
+                "admin_key": SecretStr(key),
                 "create_demo_bot": False,
                 "database_url": None,
                 "chroma_url": None,
             }
         )
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
-        )
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         err.print(f"starting a Shadowdesk server in {folder} (loading the model)…")
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise typer.Exit(1)
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}", key
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-            sock.close()
-
-
-def _secret(value: str) -> Any:
-    from pydantic import SecretStr
-
-    return SecretStr(value)
+        app = create_app(settings)
+        with serve_app(
+            app, lifespan="on", startup_timeout=300, timeout_graceful_shutdown=30
+        ) as base:
+            yield base, key

@@ -1,20 +1,21 @@
 """Real servers for tests and benchmarks: any ASGI app on a free loopback port in a thread, the stub
-upstream as its own process, free ports, and polling without fixed sleeps."""
+upstream as its own process, free ports, and polling without fixed sleeps. Apps run under
+`api.threaded_server.serve_app`, re-exported here."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
-import uvicorn
+
+from api.threaded_server import serve_app as serve_app  # re-exported for tests and benches
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,41 +74,3 @@ def stub_upstream_process(chunks: int = 8) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-@contextmanager
-def serve_app(app: Any, *, startup_timeout: float = 10.0, **config: Any) -> Iterator[str]:
-    """Run `app` under uvicorn in a background thread; yield its base URL (`http://127.0.0.1:PORT`).
-
-    The socket is bound before the server starts, so the port is known and free of races. Extra
-    keyword arguments go to `uvicorn.Config` (e.g. `lifespan="on"`). On exit the server shuts down;
-    requests still open after one second (hung streams) are cut.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    options: dict[str, Any] = {
-        "log_level": "warning",
-        "access_log": False,
-        "timeout_graceful_shutdown": 1,
-    }
-    options.update(config)
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the test server exited during startup (see its log above)")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the test server did not start within {startup_timeout}s")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=startup_timeout)
-        sock.close()

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from serving.packaged_model import cached_hf_folder, packaged_gguf_path
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ def test_two_processes_train_what_one_process_accumulating_their_batches_trains(
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29533",
+            str(free_port()),  # a fixed port could be held by anything on the machine
             *training,
             "--output",
             str(tmp_path / "two"),

@@ -164,7 +164,7 @@ class ChatService:
         if turn.plan.direct_answer is not None:
             return _direct(turn.plan.direct_answer)
         adapter, path = turn.bot.adapter, turn.bot.adapter_path
-        if adapter is not None and path is not None and adapter not in self.runtime.loaded_adapters:
+        if adapter is not None and path is not None and not self.runtime.has_adapter(adapter):
             return self._stream_after_loading(turn, adapter, path)
         return self.backend.stream(turn.prompt, turn.params, adapter)
 

@@ -555,7 +555,7 @@ async def load_active_adapters(runtime: Runtime) -> None:
     """Load the adapters of every live and candidate release (at start: an upstream that restarted
     has forgotten them). Failures are logged, not raised: the server must still start."""
 
-    runtime._adapters.clear()  # a backend that (re)starts holds nothing yet
+    runtime.forget_adapters()
     for adapter, path in await _in_transaction(runtime, _active_adapters):
         try:
             await runtime.ensure_adapter(adapter, path)

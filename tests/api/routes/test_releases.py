@@ -405,7 +405,7 @@ def test_an_adapter_promoted_by_another_process_is_loaded_on_first_use(h: Harnes
     v2 = new_release(h, adapter="acme-v2", adapter_path="/adapters/v2")
     post(h, f"/{v2['id']}/promote")
     backend.loaded.clear()  # this process's backend restarted (or another process promoted)
-    h.client.app.state.runtime._adapters.clear()  # type: ignore[attr-defined]
+    h.client.app.state.runtime.forget_adapters()  # type: ignore[attr-defined]
     chat(h)
     assert backend.loaded == {"acme-v2": "/adapters/v2"}
     assert backend.calls[-1][2] == "acme-v2"
