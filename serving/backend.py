@@ -87,6 +87,20 @@ class BackendTimeout(BackendError):
     """The engine did not answer in time."""
 
 
+class BackendRejected(BackendError):
+    """The engine refused the request itself as invalid (e.g. longer than the model's context):
+    the caller's input is at fault, retrying it cannot help."""
+
+    def __init__(self, message: str, *, context_length: bool = False) -> None:
+        super().__init__(message)
+        self.context_length = context_length
+
+
+class AdapterMissing(BackendError):
+    """The engine does not hold the adapter a request named (it restarted, or another process
+    unloaded it). Nothing was generated, so loading it again and retrying is safe."""
+
+
 class Backend(abc.ABC):
     """An engine that turns chat messages into text.
 
@@ -147,6 +161,10 @@ class Backend(abc.ABC):
 
     async def unload_adapter(self, name: str) -> None:
         raise BackendError(f"the {self.kind} backend cannot unload adapters")
+
+    async def listed_adapters(self) -> dict[str, str] | None:
+        """The adapters the engine holds now (name -> folder), or None when it cannot tell."""
+        return None
 
     @abc.abstractmethod
     async def health(self) -> bool:

@@ -18,8 +18,10 @@ import aiohttp
 import orjson
 
 from serving.backend import (
+    AdapterMissing,
     Backend,
     BackendError,
+    BackendRejected,
     BackendTimeout,
     ChatMessage,
     Completion,
@@ -172,7 +174,7 @@ class OpenAIBackend(Backend):
                 self.base_url + "/chat/completions", data=body, params=self._params
             ) as resp:
                 if resp.status >= 400:
-                    raise _status_error(resp.status, await resp.read())
+                    raise _request_error(resp.status, await resp.read(), adapter)
                 async for data in _sse_data(resp.content.iter_any()):
                     if done:
                         continue  # keep draining so the connection goes back to the pool
@@ -210,7 +212,7 @@ class OpenAIBackend(Backend):
             ) as resp:
                 status, raw = resp.status, await resp.read()
         if status >= 400:
-            raise _status_error(status, raw)
+            raise _request_error(status, raw, adapter)
         reply = _parse_json(raw)
         try:
             choice = reply["choices"][0]
@@ -238,6 +240,21 @@ class OpenAIBackend(Backend):
                 return resp.ok
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    async def listed_adapters(self) -> dict[str, str] | None:
+        """The LoRA adapters the upstream lists (`GET /models` entries with a `parent`: vLLM lists
+        each loaded adapter as a model whose parent is the base model), name -> folder."""
+        with _upstream_errors(self.base_url):
+            async with self._http().get(self.base_url + "/models", params=self._params) as resp:
+                status, raw = resp.status, await resp.read()
+        if status >= 400:
+            raise _status_error(status, raw)
+        entries = _parse_json(raw).get("data") or []
+        return {
+            str(e["id"]): str(e.get("root") or "")
+            for e in entries
+            if isinstance(e, dict) and e.get("parent") and e.get("id")
+        }
 
     async def load_adapter(self, name: str, path: str) -> None:
         """Load a LoRA adapter into a vLLM server under `name` (`POST /v1/load_lora_adapter`).
@@ -317,6 +334,20 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BackendError(f"upstream sent unexpected JSON: {_clip(raw)}")
     return value
+
+
+def _request_error(status: int, raw: bytes, adapter: str | None) -> BackendError:
+    """What an HTTP error on a generation request means: the adapter is gone (reload and retry),
+    the request itself was refused (the caller's input), or the upstream failed."""
+    error = _status_error(status, raw)
+    text = str(error)
+    if status == 404 and adapter is not None and "does not exist" in text:
+        return AdapterMissing(f"the upstream does not hold adapter '{adapter}': {text}")
+    if status in (400, 413, 422):
+        lowered = text.lower()
+        context = any(m in lowered for m in ("context length", "maximum context", "max_model_len"))
+        return BackendRejected(text, context_length=context)
+    return error
 
 
 def _status_error(status: int, raw: bytes) -> BackendError:

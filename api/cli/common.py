@@ -25,9 +25,10 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 
-def load_settings() -> Settings:
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment; `overrides` (command-line options) win over it."""
     try:
-        return Settings()
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:  # pydantic's message names the bad variable
         err.print(f"[red]Invalid settings:[/red] {exc}")
         raise typer.Exit(2) from exc

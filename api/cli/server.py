@@ -17,14 +17,42 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request line.")] = True,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="transformers (in-process), vllm (a vLLM server: local and supervised, or "
+            "--vllm-url) or openai (SHADOWDESK_UPSTREAM_URL). Default: SHADOWDESK_BACKEND."
+        ),
+    ] = None,
+    vllm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With --backend vllm: a running vLLM server (…/v1) instead of a local one."
+        ),
+    ] = None,
 ) -> None:
-    """Start the API server (loads the model, upgrades the embedded database, creates the demo bot)."""
+    """Start the API server (loads the model, upgrades the embedded database, creates the demo bot).
+
+    With --backend vllm and no --vllm-url, a local vLLM server is started from the environment
+    `make vllm` installs, health-checked and restarted if it dies (log: DATA_DIR/logs/vllm.log)."""
     import uvicorn
 
     from api.app import create_app
+    from api.runtime import default_vllm_python
 
+    settings = load_settings(backend=backend, vllm_url=vllm_url)
+    if settings.backend == "vllm" and not settings.vllm_url:
+        python = settings.vllm_python or default_vllm_python()
+        if not python.is_file():
+            err.print(
+                f"[red]No vLLM environment at {python}.[/red] Install vLLM's CPU build with "
+                "`make vllm` (about 3.5 GB, 2 minutes), set SHADOWDESK_VLLM_PYTHON to the Python of "
+                "an environment that has vLLM, or pass --vllm-url of a running vLLM server.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
     uvicorn.run(
-        create_app(load_settings()),
+        create_app(settings),
         host=host,
         port=port,
         log_level=log_level,

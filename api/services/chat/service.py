@@ -27,7 +27,9 @@ from api.services.chat.events import AnswerDone, AnswerFailed, AnswerText, ChatE
 from api.services.chat.exchanges import ExchangeRecord
 from api.services.chat.turn import ChatTurn, build_turn, validate_request
 from serving.backend import (
+    AdapterMissing,
     BackendError,
+    BackendRejected,
     BackendTimeout,
     Finished,
     PromptTooLong,
@@ -164,18 +166,27 @@ class ChatService:
         if turn.plan.direct_answer is not None:
             return _direct(turn.plan.direct_answer)
         adapter, path = turn.bot.adapter, turn.bot.adapter_path
-        if adapter is not None and path is not None and not self.runtime.has_adapter(adapter):
-            return self._stream_after_loading(turn, adapter, path)
-        return self.backend.stream(turn.prompt, turn.params, adapter)
+        if adapter is None or path is None:
+            return self.backend.stream(turn.prompt, turn.params, adapter)
+        return self._stream_with_adapter(turn, adapter, path)
 
-    async def _stream_after_loading(
+    async def _stream_with_adapter(
         self, turn: ChatTurn, adapter: str, path: str
     ) -> AsyncIterator[StreamEvent]:
-        """The release's adapter is not in this process's backend yet (another process promoted
-        it, or the backend restarted): load it, then answer."""
+        """Answer with the release's adapter: loaded first when this process has not loaded it
+        (another process promoted it), and once more when the backend says it lost it (a vLLM
+        restart). Nothing was generated then, so that retry is safe."""
         await self.runtime.ensure_adapter(adapter, path)
         events = self.backend.stream(turn.prompt, turn.params, adapter)
         try:
+            try:
+                first = await anext(events)
+            except AdapterMissing:
+                await _close_quietly(events)
+                await self.runtime.reload_adapter(adapter, path)
+                events = self.backend.stream(turn.prompt, turn.params, adapter)
+                first = await anext(events)
+            yield first
             async for event in events:
                 yield event
         finally:
@@ -195,10 +206,17 @@ class ChatService:
 
     async def _fail(self, turn: ChatTurn, outcome: Generation, exc: BaseException) -> ApiError:
         """Store the failed exchange and say which API error the caller gets."""
-        if isinstance(exc, PromptTooLong):
-            # Bad input: nothing generated, nothing stored.
+        if isinstance(exc, PromptTooLong) or (
+            isinstance(exc, BackendRejected) and not outcome.answer
+        ):
+            # Bad input (the engine refused it before answering): nothing stored.
             self.metrics.errors.labels(turn.bot_slug, "invalid_request_error").inc()
-            return InvalidRequest(str(exc), param="messages", code="context_length_exceeded")
+            code = (
+                "context_length_exceeded"
+                if isinstance(exc, PromptTooLong) or exc.context_length
+                else "rejected_by_model"
+            )
+            return InvalidRequest(str(exc), param="messages", code=code)
         api_error: ApiError
         if isinstance(exc, (TimeoutError, BackendTimeout)):
             api_error = UpstreamTimeout(

@@ -563,6 +563,36 @@ async def load_active_adapters(runtime: Runtime) -> None:
             log.error("could not load adapter %s from %s: %s", adapter, path, exc)
 
 
+async def reconcile_adapters(runtime: Runtime, seen_extra: set[str]) -> set[str]:
+    """Make the backend hold the adapters of every live and candidate release: load the missing
+    ones (a restarted vLLM holds none), unload those of retired releases. Adapters no release
+    names are left alone (the server may serve other clients of its operator). A retired adapter
+    is unloaded only when it was extra the previous time too (`seen_extra`): another replica may
+    have just loaded it for a release it is about to commit. Returns the extras to check next
+    time."""
+    listed = await runtime.backend.listed_adapters()
+    if listed is None:
+        return set()
+    wanted, ours = await _in_transaction(runtime, _adapter_names)
+    runtime.sync_adapters(listed)
+    for name, path in wanted.items():
+        if name in listed:
+            continue
+        try:
+            await runtime.ensure_adapter(name, path)
+            log.info("loaded adapter %s, which the backend did not hold", name)
+        except BackendError as exc:
+            log.error("could not load adapter %s from %s: %s", name, path, exc)
+    extra = (set(listed) - set(wanted)) & ours
+    for name in sorted(extra & seen_extra):
+        try:
+            await runtime.drop_adapter(name)
+            log.info("unloaded adapter %s: no live or candidate release uses it", name)
+        except BackendError as exc:
+            log.error("could not unload adapter %s: %s", name, exc)
+    return extra - seen_extra
+
+
 async def unload_retired_adapters(runtime: Runtime) -> list[str]:
     """Unload the adapters this process loaded that no live or candidate release uses any more;
     returns their names. Failures are logged: a leftover adapter costs memory, not answers."""
@@ -574,6 +604,13 @@ async def unload_retired_adapters(runtime: Runtime) -> list[str]:
         except BackendError as exc:
             log.error("could not unload adapter %s: %s", name, exc)
     return retired
+
+
+def _adapter_names(session: Session) -> tuple[dict[str, str], set[str]]:
+    """The adapters live and candidate releases use (name -> folder), and every adapter name any
+    release ever used."""
+    ours = session.scalars(select(Release.adapter).where(Release.adapter.is_not(None))).all()
+    return dict(_active_adapters(session)), {str(name) for name in ours}
 
 
 def _active_adapters(session: Session) -> list[tuple[str, str]]:

@@ -41,7 +41,7 @@ from api.services.review.feed import (
     question_of,
     top_retrieval_score,
 )
-from serving.backend import ChatMessage, GenerationParams
+from serving.backend import AdapterMissing, ChatMessage, GenerationParams
 from serving.knowledge import build_context
 from serving.prompting import build_prompt
 
@@ -181,7 +181,14 @@ async def _generate(runtime: Runtime, task: ShadowTask) -> Generation:
         async with asyncio.timeout(timeout):
             if task.adapter is not None and task.adapter_path is not None:
                 await runtime.ensure_adapter(task.adapter, task.adapter_path)
-            completion = await runtime.backend.complete(task.prompt, task.params, task.adapter)
+            try:
+                completion = await runtime.backend.complete(task.prompt, task.params, task.adapter)
+            except AdapterMissing:
+                # The backend lost it (a vLLM restart); nothing was generated: load, then retry.
+                if task.adapter is None or task.adapter_path is None:
+                    raise
+                await runtime.reload_adapter(task.adapter, task.adapter_path)
+                completion = await runtime.backend.complete(task.prompt, task.params, task.adapter)
     except TimeoutError:
         result.status, result.finish_reason, result.error = (
             "error",

@@ -144,3 +144,22 @@ def test_the_worker_process_serves_a_candidate_with_its_adapter(
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0  # a clean stop: running jobs finish, nothing is cut
+
+
+def test_serve_with_vllm_but_no_vllm_environment_says_what_to_do(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SHADOWDESK_DATA_DIR": str(tmp_path),
+        "SHADOWDESK_VLLM_PYTHON": str(tmp_path / "no-vllm" / "python"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--backend", "vllm"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "make vllm" in out.stderr and "--vllm-url" in out.stderr
