@@ -22,6 +22,7 @@ pytest_plugins = ["tests.support.databases"]
 import asyncio  # noqa: E402
 import gc  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -58,6 +59,14 @@ def smollm2_backend(pytestconfig: pytest.Config) -> Iterator[TransformersBackend
     asyncio.run(backend.start())
     yield backend
     asyncio.run(backend.close())
+
+
+@pytest.fixture(scope="session")
+def hf_folder(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged SmolLM2 as an HF folder (what vLLM and peft adapters are built on)."""
+    from tests.support.lora import smollm2_hf_folder
+
+    return smollm2_hf_folder(pytestconfig, tmp_path_factory)
 
 
 @pytest.fixture

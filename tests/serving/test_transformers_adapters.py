@@ -2,49 +2,30 @@
 the base model and each other, unloaded only once idle, and refused clearly when they cannot load."""
 
 import asyncio
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from serving.backend import BackendError, GenerationParams, TextDelta
-from serving.packaged_model import cached_hf_folder, packaged_gguf_path
 from serving.transformers_backend import TransformersBackend
+from tests.support.lora import random_adapters
 
 GREEDY = GenerationParams(max_tokens=12, temperature=0)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def hf_folder(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = getattr(pytestconfig, "cache", None)
-    root = cache.mkdir("smollm2-hf") if cache is not None else tmp_path_factory.mktemp("hf")
-    return cached_hf_folder(packaged_gguf_path(), root)
-
-
-@pytest.fixture(scope="module")
 def adapters(hf_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two LoRA adapters with random (non-zero) weights, so each visibly changes the answers."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    made: dict[str, Path] = {}
-    for name, seed in (("shop-v1", 1), ("bank-v1", 2)):
-        model = AutoModelForCausalLM.from_pretrained(hf_folder)
-        torch.manual_seed(seed)
-        lora = LoraConfig(
-            r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-        )
-        with warnings.catch_warnings():  # peft names transformers 5's checkpointing the old way
-            warnings.simplefilter("ignore", FutureWarning)
-            peft_model = get_peft_model(model, lora)
-        folder = tmp_path_factory.mktemp(name)
-        peft_model.save_pretrained(folder)
-        made[name] = folder
-    return made
+    return random_adapters(
+        hf_folder,
+        ["shop-v1", "bank-v1"],
+        tmp_path_factory,
+        alpha=64,
+        target_modules=["q_proj", "v_proj"],
+    )
 
 
 @pytest.fixture

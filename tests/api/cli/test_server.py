@@ -29,8 +29,8 @@ from tests.support.servers import ROOT, stub_upstream_process, wait_for
 pytestmark = pytest.mark.slow
 
 
-def cli(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run(
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
         env=env,
         cwd=ROOT,
@@ -39,6 +39,10 @@ def cli(env: dict[str, str], *args: str) -> str:
         timeout=120,
         check=False,
     )
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    out = run_cli(env, *args)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -152,14 +156,6 @@ def test_serve_with_vllm_but_no_vllm_environment_says_what_to_do(tmp_path: Path)
         "SHADOWDESK_DATA_DIR": str(tmp_path),
         "SHADOWDESK_VLLM_PYTHON": str(tmp_path / "no-vllm" / "python"),
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve", "--backend", "vllm"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_cli(env, "serve", "--backend", "vllm")
     assert out.returncode == 2, out.stdout + out.stderr
     assert "make vllm" in out.stderr and "--vllm-url" in out.stderr

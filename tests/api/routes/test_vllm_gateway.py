@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,15 +19,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import torch
 
 from api.app import create_app
 from api.db import transaction
 from api.models import Bot, Exchange
 from api.runtime import default_vllm_python
 from api.settings import Settings
-from serving.packaged_model import cached_hf_folder, packaged_gguf_path
 from serving.vllm_backend import VLLMBackend
+from tests.support.lora import random_adapters
 from tests.support.servers import serve_app, wait_for
 
 pytestmark = pytest.mark.slow
@@ -39,35 +37,15 @@ LONG_QUESTION = [{"role": "user", "content": "Count from 1 to 500, separated by 
 
 
 @pytest.fixture(scope="module")
-def hf_folder(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = getattr(pytestconfig, "cache", None)
-    root = cache.mkdir("smollm2-hf") if cache is not None else tmp_path_factory.mktemp("hf")
-    return cached_hf_folder(packaged_gguf_path(), root)
-
-
-@pytest.fixture(scope="module")
 def adapters(hf_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three LoRA adapters with random weights strong enough to change every answer (alpha 128)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    made: dict[str, Path] = {}
-    for seed, name in enumerate(("shop-v1", "bank-v1", "bank-v2"), start=1):
-        model = AutoModelForCausalLM.from_pretrained(hf_folder)
-        torch.manual_seed(seed)
-        lora = LoraConfig(
-            r=8,
-            lora_alpha=128,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            init_lora_weights=False,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            peft_model = get_peft_model(model, lora)
-        folder = tmp_path_factory.mktemp(name)
-        peft_model.save_pretrained(folder)
-        made[name] = folder
-    return made
+    return random_adapters(
+        hf_folder,
+        ["shop-v1", "bank-v1", "bank-v2"],
+        tmp_path_factory,
+        alpha=128,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
 
 
 @dataclass
@@ -138,6 +116,16 @@ class Gateway:
             "POST", f"/api/bots/{bot}/releases/{release_id}/promote", json={"force": True}
         )
         assert r.status_code == 200, r.text
+
+    def chat_request(self, bot: str, **body: Any) -> dict[str, Any]:
+        """Arguments for httpx.post / httpx.stream: a raw chat request to the gateway."""
+        return {
+            "method": "POST",
+            "url": self.url + "/v1/chat/completions",
+            "headers": {"authorization": f"Bearer {self.keys[bot]}"},
+            "json": {"model": bot, **body},
+            "timeout": 60,
+        }
 
     def rows(self, bot: str) -> list[Exchange]:
         with transaction(self.app.state.sessions) as session:
@@ -293,13 +281,8 @@ def test_an_adapter_the_server_lost_is_loaded_again_and_the_request_retried(
 
 def test_a_client_that_disconnects_aborts_its_vllm_request(gateway: Gateway) -> None:
     generated = _metric(gateway, "vllm:generation_tokens_total")
-    with httpx.stream(
-        "POST",
-        gateway.url + "/v1/chat/completions",
-        headers={"authorization": f"Bearer {gateway.keys['plain']}"},
-        json={"model": "plain", "messages": LONG_QUESTION, "max_tokens": 900, "stream": True},
-        timeout=60,
-    ) as resp:
+    request = gateway.chat_request("plain", messages=LONG_QUESTION, max_tokens=900, stream=True)
+    with httpx.stream(**request) as resp:
         lines = resp.iter_lines()
         for _ in range(5):
             next(lines)
@@ -314,12 +297,8 @@ def test_a_client_that_disconnects_aborts_its_vllm_request(gateway: Gateway) -> 
 
 def test_vllm_errors_come_back_in_the_envelope(gateway: Gateway) -> None:
     before = len(gateway.rows("plain"))
-    r = httpx.post(
-        gateway.url + "/v1/chat/completions",
-        headers={"authorization": f"Bearer {gateway.keys['plain']}"},
-        json={"model": "plain", "messages": QUESTION, "max_tokens": 2000},  # > vLLM's 1024 context
-        timeout=60,
-    )
+    # More than the 1024 tokens of context vLLM was started with.
+    r = httpx.request(**gateway.chat_request("plain", messages=QUESTION, max_tokens=2000))
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["type"] == "invalid_request_error"
@@ -331,13 +310,8 @@ def test_vllm_killed_mid_stream_gives_a_clean_error_then_recovers(gateway: Gatew
     assert server is not None and server.pid is not None
     shop_answer = gateway.ask("shop")
     events: list[dict[str, Any]] = []
-    with httpx.stream(
-        "POST",
-        gateway.url + "/v1/chat/completions",
-        headers={"authorization": f"Bearer {gateway.keys['shop']}"},
-        json={"model": "shop", "messages": LONG_QUESTION, "max_tokens": 600, "stream": True},
-        timeout=60,
-    ) as resp:
+    request = gateway.chat_request("shop", messages=LONG_QUESTION, max_tokens=600, stream=True)
+    with httpx.stream(**request) as resp:
         assert resp.status_code == 200
         for line in resp.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -350,12 +324,7 @@ def test_vllm_killed_mid_stream_gives_a_clean_error_then_recovers(gateway: Gatew
     assert gateway.rows("shop")[-1].status == "error"
     # While vLLM is down: a prompt 502 in the envelope, not a hang.
     started = time.monotonic()
-    r = httpx.post(
-        gateway.url + "/v1/chat/completions",
-        headers={"authorization": f"Bearer {gateway.keys['plain']}"},
-        json={"model": "plain", "messages": QUESTION, "max_tokens": 8},
-        timeout=60,
-    )
+    r = httpx.request(**gateway.chat_request("plain", messages=QUESTION, max_tokens=8))
     assert r.status_code == 502 and r.json()["error"]["type"] == "upstream_error"
     assert time.monotonic() - started < 5
     # The supervisor starts vLLM again; the gateway loads the live and candidate adapters back.
