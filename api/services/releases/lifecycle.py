@@ -574,7 +574,8 @@ async def reconcile_adapters(runtime: Runtime, seen_extra: set[str]) -> set[str]
     if listed is None:
         return set()
     wanted, ours = await _in_transaction(runtime, _adapter_names)
-    runtime.sync_adapters(listed)
+    # Only release adapters count as ours: a promotion unloads retired ones from this record.
+    runtime.sync_adapters({name: path for name, path in listed.items() if name in ours})
     for name, path in wanted.items():
         if name in listed:
             continue

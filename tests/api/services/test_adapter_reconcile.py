@@ -72,3 +72,6 @@ def test_adapters_come_back_after_a_restart_and_retired_ones_go(
     stub.adapters["operator-own"] = "/elsewhere"
     wait_for(lambda: "acme-v2" not in stub.adapters, 10, "the retired adapter to be unloaded")
     assert set(stub.adapters) == {"acme-v3", "operator-own"}  # not ours: left alone
+    v4 = release(url, "acme-v4")  # the next promotion unloads what it retires, and only that
+    admin(url, f"/api/bots/acme/releases/{v4}/promote", json={"force": True})
+    assert set(stub.adapters) == {"acme-v4", "operator-own"}
