@@ -33,7 +33,7 @@ from serving.batch_sizing import auto_batch_size
 from serving.packaged_model import (
     PACKAGED,
     PACKAGED_MODEL_NAME,
-    cached_hf_folder,
+    hf_model_folder,
     load_gguf,
     resolve_model_source,
 )
@@ -161,9 +161,10 @@ class TransformersBackend(Backend):
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        source = resolve_model_source(self._source)
-        if source.suffix == ".gguf" and self._cache_dir is not None:
-            source = cached_hf_folder(source, self._cache_dir)
+        if self._cache_dir is not None:
+            source = hf_model_folder(self._source, self._cache_dir)
+        else:
+            source = resolve_model_source(self._source)
         if source.suffix == ".gguf":
             return load_gguf(source, dtype=self._dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)

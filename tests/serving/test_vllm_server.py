@@ -167,5 +167,11 @@ def test_a_missing_vllm_environment_says_how_to_install_it(tmp_path: Path) -> No
         asyncio.run(server.start())
 
 
-def test_default_dtype_is_one_vllm_accepts() -> None:
-    assert default_dtype() in ("bfloat16", "float32")
+def test_bfloat16_only_where_the_cpu_computes_it(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert default_dtype(cpuinfo) == "bfloat16"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
+    assert default_dtype(cpuinfo) == "bfloat16"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 fma\n")  # emulated bfloat16 is 4x slower
+    assert default_dtype(cpuinfo) == "float32"
