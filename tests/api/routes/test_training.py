@@ -78,7 +78,16 @@ def test_a_run_trains_in_the_background_is_gated_and_can_be_cancelled(
     assert done["snapshot"]["validation_rows"] >= 1, "the split gave no held-out row"
     assert gate["rows"] >= 1 and len(gate["questions"]) == gate["rows"]
     assert {"similarity", "cosine", "rouge_l"} <= set(gate["candidate"]) and gate["reasons"]
-    job = h.client.get(f"/api/jobs/{run['job_id']}", headers=admin(h)).json()
+    # The worker commits the job's own status just after the run's.
+    job = wait_for(
+        lambda: (
+            (j := h.client.get(f"/api/jobs/{run['job_id']}", headers=admin(h)).json())["status"]
+            != "running"
+            and j
+        ),
+        timeout=30,
+        what="the job to finish",
+    )
     assert job["status"] == "succeeded" and job["progress"]["step"] == 3
 
     # A long run, cancelled once it is under way: it stops after its current step.
