@@ -116,6 +116,7 @@ class LoopSettings:
     max_tokens: int = 48
     timeout_s: float = 1800.0
     damaged: bool = True
+    questions: int | None = None  # the first N of the client questions (None: all 24)
 
 
 class LearningLoop:
@@ -141,8 +142,9 @@ class LearningLoop:
     def run(self) -> LoopReport:
         self.create_bot()
         candidate = self.start_shadowing()
-        self.clients_chat([q for q, _ in FACTS])
-        self.staff_correct(candidate, dict(FACTS))
+        facts = FACTS[: self.settings.questions]
+        self.clients_chat([q for q, _ in facts])
+        self.staff_correct(candidate, dict(facts))
         self.train()
         self.review_and_promote()
         self.chat_after()

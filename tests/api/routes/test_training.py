@@ -25,6 +25,13 @@ FACTS = [
 ]
 
 
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """One database (production's): a run takes a minute, and what differs between the two
+    databases is covered by the rest of the suite."""
+    return postgres_url
+
+
 def admin(h: Harness) -> dict[str, str]:
     return h.auth(h.settings.admin_key.get_secret_value())  # type: ignore[union-attr]
 

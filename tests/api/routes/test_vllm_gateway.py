@@ -169,7 +169,10 @@ def gateway(
 
 def test_chat_through_the_gateway_streams_token_by_token(gateway: Gateway) -> None:
     whole = gateway.ask("plain", max_tokens=12)
-    assert "Paris" in whole
+    # What vLLM itself answers to the same prompt, passed through unchanged (what a 135M model
+    # says about France varies with the CPU's kernels; that it arrives intact does not).
+    system = _system_prompt(gateway, "plain")
+    assert whole and whole == gateway.direct(gateway.backend.model_name, 12, system=system)
     pieces: list[str] = []
     usage = None
     stream = gateway.client("plain").chat.completions.create(
@@ -206,6 +209,7 @@ def test_an_adapter_hot_loaded_while_requests_are_in_flight(
     gateway: Gateway, adapters: dict[str, Path]
 ) -> None:
     before = gateway.ask("bank")
+    answering: list[str] = []  # bots whose stream has its first token
 
     def stream(bot: str) -> str:
         out = gateway.client(bot).chat.completions.create(
@@ -215,11 +219,25 @@ def test_an_adapter_hot_loaded_while_requests_are_in_flight(
             temperature=0,
             stream=True,
         )
-        return "".join(c.delta.content or "" for chunk in out for c in chunk.choices)
+        text: list[str] = []
+        for chunk in out:
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    if not text:
+                        answering.append(bot)
+                    text.append(choice.delta.content)
+        return "".join(text)
 
     with ThreadPoolExecutor(6) as pool:
         running = [pool.submit(stream, bot) for bot in ("plain", "shop", "bank") * 2]
-        wait_for(lambda: _running_requests(gateway) >= 3, 60, "requests in flight")
+
+        def generating() -> bool:
+            for future in running:  # a stream that failed says why, instead of a timeout
+                if future.done() and future.exception() is not None:
+                    raise AssertionError(f"a stream failed: {future.exception()!r}")
+            return len(answering) >= 3
+
+        wait_for(generating, 180, "three streams to be generating")
         v2 = gateway.release("bank", "bank-v2", adapters["bank-v2"], candidate=True)
         assert "bank-v2" in gateway.listed()  # loaded while the others generate
         answers = [f.result(timeout=120) for f in running]
