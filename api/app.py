@@ -19,6 +19,7 @@ from api.routes import (
     releases,
     review,
     training,
+    widget,
 )
 from api.runtime import Runtime, build_runtime
 from api.services.chat.service import ChatService
@@ -66,8 +67,10 @@ def app_for(runtime: Runtime) -> FastAPI:
         review,
         datasets,
         training,
+        widget,
     ):
         app.include_router(module.router)
+    app.add_middleware(widget.WidgetCors)
     mount_review_ui(
         app, runtime
     )  # staff pages at /review (after the error handlers: it refines them)

@@ -24,10 +24,18 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def bearer_token(request: Request) -> str | None:
+    """The request's API key. Refused when a browser sent it (an `Origin` header): a key in a web
+    page is a key anyone can read. Web pages use the widget's publishable keys, on its own routes."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
+    if "origin" in request.headers:
+        raise PermissionDenied(
+            "API keys are not accepted from web pages (this request carries an Origin header): "
+            "keep secret keys on your server, and embed the support widget with a publishable key.",
+            code="key_from_browser",
+        )
     return token.strip()
 
 

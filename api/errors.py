@@ -21,6 +21,7 @@ class ApiError(Exception):
     status_code = 400
     type = "invalid_request_error"
     code: str | None = None
+    headers: dict[str, str] | None = None  # e.g. Retry-After on a 429
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -116,7 +117,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

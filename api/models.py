@@ -43,6 +43,8 @@ class Bot(Base):
     knowledge: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Shadow sampling, review sampling, decision thresholds, annotation threshold (api.services.bots.policy).
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The support widget: allowed origins, theme, strings, handoff (api.services.widget.config).
+    widget: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The alias clients reach: moving it promotes a release, moving it back rolls back.
     live_release_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("releases.id", use_alter=True, name="fk_bots_live_release")
@@ -91,6 +93,10 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(20))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # secret (servers) | publishable (the support widget in browsers: one bot, allowed origins only)
+    kind: Mapped[str] = mapped_column(String(20), default="secret")
+    # A publishable key is public by design (it sits in the web page): kept in clear for the snippet.
+    publishable_value: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -488,3 +494,26 @@ class TrainingRun(Base):
     created_by: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Handoff(Base):
+    """A widget visitor asked for a person: the conversation, sent to the bot's webhook or e-mail
+    address by a job (retried), and what was sent."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bots.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text, default="")
+    page_url: Mapped[str | None] = mapped_column(String(2000))
+    # pending | sent | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

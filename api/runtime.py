@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from api.services.chat.exchange_writer import ExchangeWriter
     from api.services.knowledge.registry import KnowledgeRegistry
     from api.services.review.annotations import AnnotationIndex
+    from api.services.widget.gate import WidgetGate
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Runtime:
     _backend: Backend | None = None
     _knowledge: KnowledgeRegistry | None = None
     _annotations: AnnotationIndex | None = None
+    _widget: WidgetGate | None = None
     _backend_started: bool = False
     _generator: Backend | None = None
     #: Adapters this process loaded into its backend (name -> folder).
@@ -226,6 +228,17 @@ class Runtime:
         return self._knowledge
 
     @property
+    def widget(self) -> WidgetGate:
+        """Publishable keys, allowed origins and rate limits of the support widget."""
+        if self._widget is None:
+            from api.services.widget.gate import WidgetGate
+
+            self._widget = WidgetGate(
+                self.sessions, self.settings.access_cache_ttl_s, self.settings.rate_limit_storage
+            )
+        return self._widget
+
+    @property
     def annotations(self) -> AnnotationIndex:
         """Matches client questions to approved annotations. Questions are embedded with the default
         embedding model, loaded only once a bot has annotations."""
@@ -248,6 +261,8 @@ class Runtime:
         for change in changes:
             if change == ACCESS:
                 self.access.forget()
+                if self._widget is not None:
+                    self._widget.forget()
             elif change == JOBS:
                 self.notify_worker()
             elif isinstance(change, tuple) and change[0] == "annotations":

@@ -213,6 +213,30 @@ class Settings(BaseSettings):
         description="How long a reviewer holds an item (renewed while its page stays open).",
     )
 
+    # Support widget
+    public_url: str | None = Field(
+        None,
+        description="The address sites load widget.js from (https://support.example.com), shown in "
+        "the snippet. Default: the address the admin page was opened at.",
+    )
+    widget_history_turns: int = Field(
+        6, ge=0, le=50, description="Earlier questions and answers a widget answer is given."
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where widget rate limits are counted: memory:// (one process) or a shared "
+        "store such as redis://host:6379 when several replicas serve the widget.",
+    )
+    smtp_host: str | None = Field(None, description="Mail server for handoffs sent by e-mail.")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field("shadowdesk@localhost", description="Sender of handoff e-mails.")
+    handoff_timeout_s: float = Field(
+        10.0, gt=0, description="Per attempt to reach a handoff webhook or the mail server."
+    )
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":

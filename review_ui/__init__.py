@@ -23,6 +23,7 @@ from review_ui import (
     metrics_pages,
     queue_pages,
     training_pages,
+    widget_pages,
 )
 from review_ui.rendering import render
 
@@ -45,6 +46,7 @@ def mount_review_ui(app: FastAPI, runtime: Runtime) -> None:
         audit_pages,
         dataset_pages,
         training_pages,
+        widget_pages,
     ):
         app.include_router(module.router)
     app.mount("/review/static", StaticFiles(directory=STATIC_DIR), name="review-static")

@@ -21,6 +21,13 @@ def create(
         bool, typer.Option("--admin", help="Admin key: all bots and the admin API.")
     ] = False,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    publishable: Annotated[
+        bool,
+        typer.Option(
+            "--publishable",
+            help="A publishable key (pk-…) for one bot's support widget, used in web pages.",
+        ),
+    ] = False,
 ) -> None:
     """Create an API key. The key is printed once, as the last line; only its hash is stored."""
     from api.services.access.keys import create_key
@@ -31,9 +38,19 @@ def create(
         raise typer.Exit(2)
     with session_scope() as session:
         bots = [get_bot(session, slug) for slug in bot or []]
-        key, secret = create_key(session, bots=bots, is_admin=admin, name=name, actor=CLI_ACTOR)
+        key, secret = create_key(
+            session,
+            bots=bots,
+            is_admin=admin,
+            name=name,
+            publishable=publishable,
+            actor=CLI_ACTOR,
+        )
         scope = "admin" if admin else ", ".join(b.slug for b in bots)
-        err.print(f"created key {key.id} ({scope}); store it now, it is not shown again:")
+        if publishable:
+            err.print(f"created publishable key {key.id} ({scope}) for the support widget:")
+        else:
+            err.print(f"created key {key.id} ({scope}); store it now, it is not shown again:")
     print(secret)
 
 
@@ -46,6 +63,7 @@ def list_() -> None:
     with session_scope() as session:
         for key in list_keys(session):
             scope = "admin" if key.is_admin else ", ".join(b.slug for b in key.bots)
+            scope += " (widget)" if key.kind == "publishable" else ""
             last = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "-"
             revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
             table.add_row(key.id, key.name, key.prefix + "…", scope, last, revoked)

@@ -22,6 +22,7 @@ def registry() -> dict[str, RuntimeHandler]:
     from api.services.releases.shadow import run_shadow_job
     from api.services.review.feed import run_review_feed_job
     from api.services.training_runs.runs import run_training_job
+    from api.services.widget.handoffs import run_handoff_job
 
     return {
         "ingest": run_ingest_job,
@@ -30,6 +31,7 @@ def registry() -> dict[str, RuntimeHandler]:
         "review_feed": run_review_feed_job,
         "dataset_generation": run_generation_job,
         "training": run_training_job,
+        "handoff": run_handoff_job,
     }
 
 

@@ -71,7 +71,11 @@ def enqueue(
 def claim(session: Session, worker_id: str, kinds: list[str], lease_s: float) -> Job | None:
     """Take the oldest runnable job of `kinds`: queued, or running with an expired lease (its worker died)."""
     now = _now()
-    runnable = or_(Job.status == "queued", (Job.status == "running") & (Job.locked_until < now))
+    # A queued job may wait out a retry delay (`fail(retry_in_s=…)`) in locked_until.
+    waited = or_(Job.locked_until.is_(None), Job.locked_until <= now)
+    runnable = or_(
+        (Job.status == "queued") & waited, (Job.status == "running") & (Job.locked_until < now)
+    )
     candidate = session.scalar(
         select(Job.id)
         .where(Job.kind.in_(kinds), runnable)
@@ -131,13 +135,16 @@ def finish(session: Session, job_id: str, worker_id: str, result: dict[str, Any]
     return rowcount(done) == 1
 
 
-def fail(session: Session, job_id: str, worker_id: str, error: str) -> str | None:
-    """Record a failure: back to the queue while attempts remain, else failed. Returns the new status."""
+def fail(
+    session: Session, job_id: str, worker_id: str, error: str, *, retry_in_s: float = 0.0
+) -> str | None:
+    """Record a failure: back to the queue while attempts remain (runnable again after
+    `retry_in_s`), else failed. Returns the new status."""
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.locked_by != worker_id or job.status != "running":
         return None
     job.error = error
-    job.locked_until = None
+    job.locked_until = _now() + timedelta(seconds=retry_in_s) if retry_in_s > 0 else None
     if job.attempts >= job.max_attempts:
         job.status, job.finished_at = "failed", _now()
     else:

@@ -27,6 +27,15 @@ class LeaseLost(Exception):
     """Another worker took the job over (our lease expired); stop without finishing it."""
 
 
+class RetryLater(Exception):
+    """A job that cannot finish now (a destination is down): retried after `delay_s`, while
+    attempts remain."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
 @dataclass
 class JobContext:
     job_id: str
@@ -119,6 +128,13 @@ class Worker:
         except LeaseLost:
             log.warning("job %s was taken over by another worker", ctx.job_id)
             return True
+        except RetryLater as exc:  # an outside service is down: no stack trace, a delay
+            log.warning(
+                "job %s (%s) will be retried in %.0f s: %s", ctx.job_id, ctx.kind, exc.delay_s, exc
+            )
+            status = await asyncio.to_thread(self._fail, ctx.job_id, str(exc), exc.delay_s)
+            log.info("job %s is now %s", ctx.job_id, status)
+            return True
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
             log.exception("job %s (%s) failed", ctx.job_id, ctx.kind)
             status = await asyncio.to_thread(self._fail, ctx.job_id, f"{type(exc).__name__}: {exc}")
@@ -159,9 +175,9 @@ class Worker:
             if not queue.finish(session, job_id, self.worker_id, result):
                 log.warning("job %s finished after its lease was lost; result discarded", job_id)
 
-    def _fail(self, job_id: str, error: str) -> str | None:
+    def _fail(self, job_id: str, error: str, retry_in_s: float = 0.0) -> str | None:
         with transaction(self.sessions) as session:
-            return queue.fail(session, job_id, self.worker_id, error)
+            return queue.fail(session, job_id, self.worker_id, error, retry_in_s=retry_in_s)
 
 
 class WorkerPool:
@@ -180,9 +196,11 @@ class WorkerPool:
         lanes: list[list[str]] = []
         if "shadow" in handlers:
             lanes += [["shadow"]] * max(1, shadow_lanes)
-        if "review_feed" in handlers:
-            lanes.append(["review_feed"])
-        rest = [kind for kind in handlers if kind not in ("shadow", "review_feed")]
+        # Quick jobs a person waits on (the review queue, a visitor's handoff) share a lane.
+        quick: list[str] = [k for k in ("review_feed", "handoff") if k in handlers]
+        if quick:
+            lanes.append(quick)
+        rest = [kind for kind in handlers if kind not in ("shadow", *quick)]
         if rest:
             lanes.append(rest)
         self.workers = [

@@ -19,6 +19,7 @@ from api.services.bots.policy import policy_of
 from api.services.chat import exchanges as exchange_service
 from api.services.chat.exchanges import ExchangeView
 from api.services.knowledge.config import knowledge_of
+from api.services.widget.config import WidgetConfig, update_widget, widget_of
 
 router = APIRouter(prefix="/api")
 
@@ -36,6 +37,7 @@ class BotOut(BaseModel):
     live_release_id: str | None
     knowledge: dict[str, Any]
     policy: dict[str, Any]
+    widget: dict[str, Any]
     created_at: datetime
 
     @classmethod
@@ -44,6 +46,7 @@ class BotOut(BaseModel):
         # Effective settings: stored values over the documented defaults.
         out.knowledge = knowledge_of(bot.knowledge).model_dump()
         out.policy = policy_of(bot.policy).model_dump()
+        out.widget = widget_of(bot.widget).model_dump()
         return out
 
 
@@ -51,6 +54,11 @@ class KeyCreate(BaseModel):
     name: str = Field("", max_length=200)
     bots: list[str] = Field(default_factory=list, description="Slugs of the bots the key may use.")
     admin: bool = False
+    publishable: bool = Field(
+        False,
+        description="A publishable key (pk-…) for one bot's support widget: usable from web pages "
+        "of its allowed origins, for chat and feedback only.",
+    )
 
 
 class KeyOut(BaseModel):
@@ -58,6 +66,11 @@ class KeyOut(BaseModel):
     name: str
     prefix: str
     admin: bool
+    kind: str
+    publishable_key: str | None = Field(
+        None,
+        description="A publishable key in full (it is public by design: it sits in web pages).",
+    )
     bots: list[str]
     created_at: datetime
     revoked_at: datetime | None
@@ -70,6 +83,8 @@ class KeyOut(BaseModel):
             name=key.name,
             prefix=key.prefix,
             admin=key.is_admin,
+            kind=key.kind,
+            publishable_key=key.publishable_value,
             bots=[b.slug for b in key.bots],
             created_at=key.created_at,
             revoked_at=key.revoked_at,
@@ -114,13 +129,32 @@ def delete_bot(slug: str, key: AdminKey, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
+@router.get("/bots/{slug}/widget")
+def get_widget(slug: str, _: AdminKey, session: SessionDep) -> WidgetConfig:
+    """The bot's support-widget settings (defaults filled in)."""
+    return widget_of(bot_service.get_bot(session, slug).widget)
+
+
+@router.put("/bots/{slug}/widget")
+def put_widget(slug: str, data: WidgetConfig, key: AdminKey, session: SessionDep) -> WidgetConfig:
+    """Replace the bot's support-widget settings: allowed origins, theme, strings, handoff."""
+    bot = bot_service.get_bot(session, slug)
+    update_widget(session, bot, data, actor=audit.key_actor(key))
+    return widget_of(bot.widget)
+
+
 @router.post("/keys", status_code=201)
 def create_key(data: KeyCreate, admin: AdminKey, session: SessionDep) -> KeyCreated:
     bots = [bot_service.get_bot(session, slug) for slug in data.bots]
     if not bots and not data.admin:
         raise InvalidRequest("Give at least one bot, or admin=true.", param="bots")
     key, secret = key_service.create_key(
-        session, bots=bots, is_admin=data.admin, name=data.name, actor=audit.key_actor(admin)
+        session,
+        bots=bots,
+        is_admin=data.admin,
+        name=data.name,
+        publishable=data.publishable,
+        actor=audit.key_actor(admin),
     )
     return KeyCreated(**KeyOut.of(key).model_dump(), key=secret)
 

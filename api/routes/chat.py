@@ -33,7 +33,7 @@ from api.services.chat.turn import ChatTurn
 router = APIRouter()
 
 CONVERSATION_HEADER = "X-Conversation-Id"
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post(
@@ -62,7 +62,9 @@ async def chat_completions(request: Request) -> Response:
     headers = {CONVERSATION_HEADER: turn.conversation_id, "X-Exchange-Id": turn.exchange_id}
     if turn.stream:
         return StreamingResponse(
-            _sse(answer), media_type="text/event-stream", headers={**headers, **_STREAM_HEADERS}
+            sse_events(answer),
+            media_type="text/event-stream",
+            headers={**headers, **STREAM_HEADERS},
         )
     generation, done = await answer.collect()
     completion = ChatCompletion.model_construct(
@@ -103,7 +105,7 @@ async def _parse_body(request: Request) -> ChatCompletionRequest:
         raise RequestValidationError(exc.errors()) from exc
 
 
-async def _sse(answer: ChatAnswer) -> AsyncIterator[bytes]:
+async def sse_events(answer: ChatAnswer) -> AsyncIterator[bytes]:
     """The events as `data:` lines. The role rides with the first text and the closing chunks go
     out in one write: fewer writes, no added latency."""
     turn = answer.turn

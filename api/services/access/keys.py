@@ -22,6 +22,9 @@ from api.services.access.audit import AuditActor
 from api.unit_of_work import ACCESS, changed
 
 KEY_PREFIX = "sd-"
+# Publishable keys sit in web pages (the support widget): one bot, its allowed origins, chat and
+# feedback only. The prefix lets a request be told apart before any lookup.
+PUBLISHABLE_PREFIX = "pk-"
 # last_used_at is written at most this often per key, to keep writes off the hot path.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -36,6 +39,7 @@ def summary_of(key: ApiKey) -> dict[str, Any]:
         "name": key.name,
         "prefix": key.prefix,
         "admin": key.is_admin,
+        "kind": key.kind,
         "bots": sorted(b.slug for b in key.bots),
         "revoked": key.revoked_at is not None,
     }
@@ -48,17 +52,23 @@ def create_key(
     actor: AuditActor,
     is_admin: bool = False,
     name: str = "",
+    publishable: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the secret (the only time the secret exists in clear)."""
+    """Create a key; returns the row and the secret (for a secret key, the only time it exists in
+    clear). A publishable key serves one bot's widget and is never an admin key."""
     if not is_admin and not bots:
         raise InvalidRequest("a key needs at least one bot, or must be an admin key", param="bots")
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    if publishable and (is_admin or len(bots) != 1):
+        raise InvalidRequest("a publishable key serves exactly one bot's widget", param="bots")
+    secret = (PUBLISHABLE_PREFIX if publishable else KEY_PREFIX) + secrets.token_urlsafe(32)
     key = ApiKey(
         id=new_id("key"),
         name=name,
         prefix=secret[:10],
         secret_hash=hash_secret(secret),
         is_admin=is_admin,
+        kind="publishable" if publishable else "secret",
+        publishable_value=secret if publishable else None,
         bots=list(bots),
     )
     session.add(key)
@@ -84,19 +94,33 @@ def authenticate(
     *,
     bootstrap_admin: str | None = None,
     now: datetime | None = None,
+    publishable: bool = False,
 ) -> ApiKey:
     """The active key for `secret`, or AuthenticationFailed (missing, unknown or revoked).
 
     `bootstrap_admin` is the admin key from settings: it authenticates as a transient admin key.
+    Publishable keys authenticate only where `publishable` (the widget's endpoints), and only they
+    do there.
     """
     secret = require_secret(secret)
-    if bootstrap_admin and secrets.compare_digest(secret.encode(), bootstrap_admin.encode()):
+    if (
+        bootstrap_admin
+        and not publishable
+        and secrets.compare_digest(secret.encode(), bootstrap_admin.encode())
+    ):
         return ApiKey(id=None, name="bootstrap admin", prefix=secret[:10], is_admin=True, bots=[])
     key = session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
     if key is None:
         raise AuthenticationFailed("Invalid API key.")
     if key.revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+    if (key.kind == "publishable") != publishable:
+        raise AuthenticationFailed(
+            "A publishable key works only for the support widget."
+            if key.kind == "publishable"
+            else "The support widget needs a publishable key (pk-…), never a secret one.",
+            code="wrong_key_kind",
+        )
     now = now or datetime.now(UTC)
     last = key.last_used_at
     if last is not None and last.tzinfo is None:

@@ -82,6 +82,17 @@ def test_cli_errors_are_clear(data_dir: Path) -> None:
     assert r.exit_code == 2
 
 
+def test_a_publishable_key_from_the_cli(data_dir: Path) -> None:
+    runner.invoke(cli, ["bots", "create", "acme"])
+    r = runner.invoke(cli, ["keys", "create", "--bot", "acme", "--publishable"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().splitlines()[-1].startswith("pk-")
+    assert runner.invoke(cli, ["keys", "list"]).exit_code == 0
+    runner.invoke(cli, ["bots", "create", "other"])
+    r = runner.invoke(cli, ["keys", "create", "--bot", "acme", "--bot", "other", "--publishable"])
+    assert r.exit_code == 1 and "exactly one bot" in r.output
+
+
 def test_revoked_key_stops_working(data_dir: Path) -> None:
     runner.invoke(cli, ["bots", "create", "acme"])
     key = runner.invoke(cli, ["keys", "create", "--bot", "acme"]).stdout.strip().splitlines()[-1]
@@ -102,7 +113,7 @@ def test_revoked_key_stops_working(data_dir: Path) -> None:
 
 def test_db_upgrade_and_current(data_dir: Path) -> None:
     r = runner.invoke(cli, ["db", "upgrade"])
-    assert r.exit_code == 0 and "database at 0005" in r.output
+    assert r.exit_code == 0 and "database at 0006" in r.output
     assert runner.invoke(cli, ["db", "current"]).exit_code == 0
 
 

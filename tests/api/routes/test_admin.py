@@ -116,6 +116,7 @@ def test_bot_and_key_changes_are_audited_without_secrets(harness: Harness) -> No
         "name": "web",
         "prefix": key["prefix"],
         "admin": False,
+        "kind": "secret",
         "bots": ["umbrella"],
         "revoked": False,
     }
