@@ -293,8 +293,13 @@ def test_an_adapter_the_server_lost_is_loaded_again_and_the_request_retried(
         timeout=10,
     )
     assert r.status_code == 200, r.text
-    assert gateway.ask("shop") == expected  # 404 from vLLM -> reload -> same answer, no error
+    assert "shop-v1" not in gateway.listed()
+    again = gateway.ask("shop")  # 404 from vLLM -> reload -> answered, no error
+    assert again and "shop-v1" in gateway.listed()
     assert gateway.rows("shop")[-1].status == "completed"
+    # The same weights again: the same answer, but for a near-tie that another LoRA slot's
+    # arithmetic may break (random weights make this adapter's text degenerate).
+    assert _similarity(again, expected) > 0.8, (again, expected)
 
 
 def test_a_client_that_disconnects_aborts_its_vllm_request(gateway: Gateway) -> None:
@@ -351,6 +356,12 @@ def test_vllm_killed_mid_stream_gives_a_clean_error_then_recovers(gateway: Gatew
     assert gateway.ask("shop") == shop_answer
     log = server.config.log_path.read_text()
     assert log.count("===== shadowdesk: starting vLLM") == 2
+
+
+def _similarity(a: str, b: str) -> float:
+    from difflib import SequenceMatcher
+
+    return SequenceMatcher(None, a, b).ratio()
 
 
 def _live_release(gateway: Gateway, bot: str) -> str:
