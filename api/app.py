@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
+from api.body_limit import BodyLimit
+from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.routes import (
     admin,
     chat,
@@ -46,7 +48,16 @@ def app_for(runtime: Runtime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="Shadowdesk", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs_enabled  # off in production unless asked for: no map for a stranger
+    app = FastAPI(
+        title="Shadowdesk",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        responses=ERROR_RESPONSES,  # every operation documents the envelope it errs with
+    )
     app.state.runtime = runtime
     app.state.settings = settings
     app.state.engine = runtime.engine
@@ -56,6 +67,16 @@ def app_for(runtime: Runtime) -> FastAPI:
     app.state.access = runtime.access
     app.state.chat = ChatService(runtime)
     install_error_handlers(app)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            chat.add_request_schemas(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     for module in (
         chat,
         models,
@@ -71,6 +92,11 @@ def app_for(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(widget.WidgetCors)
+    app.add_middleware(
+        BodyLimit,
+        json_limit=settings.max_request_bytes,
+        upload_limit=settings.max_upload_request_bytes,
+    )
     mount_review_ui(
         app, runtime
     )  # staff pages at /review (after the error handlers: it refines them)

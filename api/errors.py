@@ -12,6 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,33 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error the API answers, whatever the status."""
+
+    error: ErrorDetail
+
+
+_ERROR = {"model": ErrorEnvelope}
+#: What any operation may answer besides its success, as the OpenAPI document says.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_ERROR, "description": "Bad input: malformed JSON, wrong types, values out of range."},
+    401: {**_ERROR, "description": "Missing, unknown or revoked key."},
+    403: {**_ERROR, "description": "The key (or origin) may not do this."},
+    404: {**_ERROR, "description": "No such bot, or nothing with this id."},
+    409: {**_ERROR, "description": "In conflict with the current state."},
+    413: {**_ERROR, "description": "The request body is over the size limit."},
+    429: {**_ERROR, "description": "Rate limited; see Retry-After."},
+    503: {**_ERROR, "description": "A dependency (database, vector store) is unavailable."},
+}
+
+
 def error_body(
     message: str, type_: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -135,6 +165,24 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(str(exc.detail), type_, None, None),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        # The database is unreachable (or went away mid-request): not the client's fault, and
+        # worth a retry, unlike a bug.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:300])
+        return JSONResponse(
+            error_body(
+                "The database is unavailable; try again shortly.",
+                "service_unavailable",
+                None,
+                "database_unavailable",
+            ),
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(
         None, description="Chroma server URL; default: embedded Chroma in data_dir/chroma."
     )
+    knowledge_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Per call to a Chroma server: past it the store counts as unreachable (503 "
+        "knowledge_unavailable, or the flagged no-context answer a bot allows).",
+    )
     embedder: str = Field(
         "minilm",
         description="Default embedding model: `minilm` (packaged all-MiniLM-L6-v2) or `instructor:<path or hub id>`.",
@@ -156,6 +162,36 @@ class Settings(BaseSettings):
     chunk_size: int = Field(600, description="Chunk size in characters.")
     chunk_overlap: int = Field(80, description="Overlap between consecutive chunks in characters.")
     max_document_bytes: int = Field(20 * 1024 * 1024, description="Largest document accepted.")
+    # What an uploaded file may become (each over-limit file fails alone, with its reason code).
+    max_document_expanded_bytes: int = Field(
+        64 * 1024 * 1024, description="ZIP-based files (DOCX): all entries together, uncompressed."
+    )
+    max_archive_entries: int = Field(2000, description="ZIP-based files: entries.")
+    max_compression_ratio: float = Field(
+        100.0, description="ZIP-based files: how far an entry over 1 MiB may expand (bombs: 1000x)."
+    )
+    max_document_pages: int = Field(2000, description="PDF pages.")
+    max_document_chars: int = Field(
+        5_000_000, description="Characters of text one document may yield."
+    )
+    max_export_rows: int = Field(200_000, description="Posts of a forum export (CSV / JSON).")
+    parse_isolated: bool = Field(
+        True,
+        description="Parse uploads in a child process with a time and memory budget (a bad file "
+        "cannot stall or exhaust the server).",
+    )
+    parse_timeout_s: float = Field(60.0, gt=0, description="Time budget to parse one file.")
+    parse_memory_mb: int = Field(1024, ge=256, description="Memory budget of the parsing process.")
+    max_request_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body (JSON) accepted; larger ones get 413 before parsing.",
+    )
+    max_upload_request_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="Largest multipart upload request (all its files together).",
+    )
     sync_ingest_bytes: int = Field(
         2 * 1024 * 1024,
         description="Uploads up to this total are ingested before the reply; larger ones run as a job.",
@@ -213,6 +249,22 @@ class Settings(BaseSettings):
         description="How long a reviewer holds an item (renewed while its page stays open).",
     )
 
+    # What the server shows about itself
+    api_docs: bool | None = Field(
+        None,
+        description="Serve /docs, /redoc and /openapi.json. Default: on, off in production.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for /metrics. In production /metrics needs it (or an admin "
+        "key); elsewhere it is open unless set.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of the reverse proxies whose X-Forwarded-For / X-Forwarded-Proto "
+        "are believed (for login brakes, rate limits and URLs). Empty: none, not even loopback.",
+    )
+
     # Support widget
     public_url: str | None = Field(
         None,
@@ -265,6 +317,10 @@ class Settings(BaseSettings):
     @property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.environment != "production" if self.api_docs is None else self.api_docs
 
     @property
     def secure_cookies(self) -> bool:

@@ -29,6 +29,7 @@ def serve_app(app: Any, *, startup_timeout: float = 10.0, **config: Any) -> Iter
         "log_level": "warning",
         "access_log": False,
         "timeout_graceful_shutdown": 1,
+        "proxy_headers": False,  # as `shadowdesk serve` without trusted proxies
     }
     options.update(config)
     server = uvicorn.Server(uvicorn.Config(app, **options))

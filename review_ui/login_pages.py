@@ -16,6 +16,7 @@ from api.services.access.staff_sessions import (
     SESSION_COOKIE,
     csrf_ok,
     log_in,
+    log_out,
     login_throttle,
 )
 from review_ui.auth import ViewerDep, codec, safe_next
@@ -48,6 +49,7 @@ def login(
 ) -> Response:
     settings = request.app.state.settings
     error = None
+    status = 400
     if not csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf_token):
         error = "The login form expired; please try again."
     else:
@@ -62,6 +64,7 @@ def login(
             )
         except ApiError as exc:
             error = exc.message
+            status = exc.status_code  # 401 wrong password, 429 locked out for a while
     if error is not None:
         token = secrets.token_urlsafe(24)
         context = {
@@ -71,9 +74,7 @@ def login(
             "title": "Log in",
             "email": email,
         }
-        response = render(
-            request, "login.html", context, status_code=400 if "expired" in error else 401
-        )
+        response = render(request, "login.html", context, status_code=status)
         _set_login_cookie(request, response, token)
         return response
     redirect = RedirectResponse(safe_next(next), status_code=303)
@@ -91,7 +92,8 @@ def login(
 
 
 @router.post("/logout")
-def logout(_: ViewerDep) -> Response:
+def logout(_: ViewerDep, request: Request, session: SessionDep) -> Response:
+    log_out(session, codec(request), request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/review/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -72,7 +72,7 @@ def queue_page(
     status: str = "pending",
     reason: str | None = None,
     release: str | None = None,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
     empty: bool = False,
 ) -> Response:
     flt, selected = page_filter(session, viewer.actor, bot, status, reason, release)

@@ -58,6 +58,10 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For is believed only from the configured proxies (none by default, not even
+        # loopback): otherwise any local client could pose as anyone to the login brake.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
 
 

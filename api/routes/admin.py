@@ -165,8 +165,14 @@ def list_keys(_: AdminKey, session: SessionDep) -> list[KeyOut]:
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: str, key: AdminKey, session: SessionDep) -> KeyOut:
-    return KeyOut.of(key_service.revoke_key(session, key_id, actor=audit.key_actor(key)))
+def revoke_key(key_id: str, key: AdminKey, session: SessionDep, request: Request) -> KeyOut:
+    # The bootstrap admin key (settings) always remains, so only a stored key can be the last one.
+    keep = request.app.state.settings.admin_key is None
+    return KeyOut.of(
+        key_service.revoke_key(
+            session, key_id, actor=audit.key_actor(key), by=key, keep_an_admin=keep
+        )
+    )
 
 
 def _exchange_filter(

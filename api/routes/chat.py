@@ -4,6 +4,7 @@ and encodes its events: one `ChatCompletion` body, or `ChatCompletionChunk` serv
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from api.deps import bearer_token
 from api.errors import InvalidRequest
 from api.schemas.openai import (
+    CONVERSATION_ID,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,12 +35,24 @@ from api.services.chat.turn import ChatTurn
 router = APIRouter()
 
 CONVERSATION_HEADER = "X-Conversation-Id"
+_CONVERSATION_ID = re.compile(CONVERSATION_ID)
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
+    # The body is parsed by hand (speed); its schema is documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
+                }
+            },
+        }
+    },
     responses={
         200: {
             "content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}},
@@ -53,9 +67,11 @@ async def chat_completions(request: Request) -> Response:
     )  # not a dependency: resolving one costs ~70 us a request
     body = await _parse_body(request)
     conversation_id = request.headers.get(CONVERSATION_HEADER)
-    if conversation_id is not None and not (0 < len(conversation_id) <= 200):
+    if conversation_id is not None and not _CONVERSATION_ID.match(conversation_id):
         raise InvalidRequest(
-            "X-Conversation-Id must be 1-200 characters.", param=CONVERSATION_HEADER
+            "X-Conversation-Id must be 1-200 visible ASCII characters.",
+            param=CONVERSATION_HEADER,
+            code="invalid_conversation_id",
         )
     answer = await chat.answer(body, token=bearer_token(request), conversation_id=conversation_id)
     turn = answer.turn
@@ -91,11 +107,22 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
+def add_request_schemas(openapi: dict[str, Any]) -> None:
+    """Put the hand-parsed request body's schema (and the ones it uses) into the document."""
+    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["ChatCompletionRequest"] = schema
+
+
 async def _parse_body(request: Request) -> ChatCompletionRequest:
     raw = await request.body()
     try:
         data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not JSON, not UTF-8, or an integer past Python's 4300 digits;
+        # RecursionError: nesting deeper than the parser goes.
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")

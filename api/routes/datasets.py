@@ -255,7 +255,7 @@ def list_rows(
     session: SessionDep,
     flt: Annotated[RowFilterQuery, Depends()],
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
 ) -> RowPage:
     dataset = _dataset(session, slug, name)[1]
     page, total = row_service.list_rows(

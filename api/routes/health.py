@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.db import transaction
+from api.deps import bearer_token, bootstrap_admin_secret
+from api.errors import PermissionDenied
+from api.services.access.keys import authenticate
+
 router = APIRouter()
+READY_CHECK_S = 3.0
 
 
 @router.get("/healthz")
@@ -25,18 +34,25 @@ async def readyz(request: Request) -> JSONResponse:
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    # Each check has a few seconds: a dependency that hangs makes the probe say so, not hang it.
     try:
-        await run_in_threadpool(ping_db)
+        await asyncio.wait_for(run_in_threadpool(ping_db), READY_CHECK_S)
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        checks["model"] = "ok" if await state.backend.health() else "not loaded"
+        healthy = await asyncio.wait_for(state.backend.health(), READY_CHECK_S)
+        checks["model"] = "ok" if healthy else "not loaded"
     except Exception as exc:  # noqa: BLE001
         checks["model"] = f"error: {type(exc).__name__}"
     runtime = state.runtime
     if runtime.settings.chroma_url or runtime.knowledge_opened:
-        healthy = await run_in_threadpool(lambda: runtime.knowledge.healthy())
+        try:
+            healthy = await asyncio.wait_for(
+                run_in_threadpool(lambda: runtime.knowledge.healthy()), READY_CHECK_S
+            )
+        except TimeoutError:
+            healthy = False
         checks["vector_store"] = "ok" if healthy else "unreachable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
@@ -45,8 +61,25 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics. Needs `SHADOWDESK_METRICS_TOKEN` (or an admin key) when one is set, and
+    always in production: request counts by bot are not for strangers."""
+    settings = request.app.state.settings
+    if settings.metrics_token is not None or settings.environment == "production":
+        token = bearer_token(request)
+        expected = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        if not (token and expected and secrets.compare_digest(token.encode(), expected.encode())):
+
+            def check_admin() -> None:
+                with transaction(request.app.state.sessions) as session:
+                    key = authenticate(
+                        session, token, bootstrap_admin=bootstrap_admin_secret(settings)
+                    )
+                    if not key.is_admin:
+                        raise PermissionDenied("/metrics needs the metrics token or an admin key.")
+
+            await run_in_threadpool(check_admin)
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

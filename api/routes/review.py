@@ -22,6 +22,7 @@ from api.services.access.staff_sessions import (
     SessionCodec,
     csrf_ok,
     log_in,
+    log_out,
     login_throttle,
     resolve_session,
 )
@@ -267,7 +268,12 @@ def login(data: LoginIn, request: Request, response: Response, session: SessionD
 
 
 @router.delete("/session", status_code=204)
-def logout(_: ReviewActor, response: Response) -> Response:
+def logout(_: ReviewActor, request: Request, response: Response, session: SessionDep) -> Response:
+    log_out(
+        session,
+        SessionCodec.from_settings(request.app.state.settings),
+        request.cookies.get(SESSION_COOKIE),
+    )
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.status_code = 204
     return response
@@ -301,7 +307,7 @@ def queue(
     reason: str | None = None,
     release: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
 ) -> QueueOut:
     flt, _ = resolve_filter(session, actor, bot=bot, status=status, reason=reason, release=release)
     page = list_queue(session, actor, flt, limit=limit, offset=offset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # Parameters OpenAI defines that we refuse rather than silently ignore.
 UNSUPPORTED_PARAMS = (
@@ -24,17 +24,33 @@ UNSUPPORTED_PARAMS = (
 )
 
 
+def _encodable(value: str) -> str:
+    """JSON can carry a lone UTF-16 surrogate (`"\\ud800"`), which no database can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text contains an unpaired surrogate; it is not valid Unicode") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+# What may travel in a response header and a log line: visible ASCII, no spaces, no control bytes.
+CONVERSATION_ID = r"^[!-~]{1,200}$"
+# Strict types on the wire: "5" is not a number and "yes" is not a boolean.
+_WIRE = ConfigDict(extra="forbid", strict=True)
+
+
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _WIRE
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _WIRE
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Annotated[Text, Field(max_length=200)] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -43,13 +59,13 @@ class ChatMessageIn(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _WIRE
     include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
     # OpenAI itself rejects unknown arguments; so do we (a typo must not be silently ignored).
-    model_config = ConfigDict(extra="forbid")
+    model_config = _WIRE
 
     model: Annotated[str, Field(min_length=1, max_length=200)]
     messages: list[ChatMessageIn]
@@ -58,17 +74,20 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # What a 64-bit generator seed can hold.
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = None
-    user: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    metadata: dict[str, str] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    user: Annotated[Text, Field(max_length=256)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    metadata: (
+        Annotated[dict[str, Annotated[Text, Field(max_length=512)]], Field(max_length=16)] | None
+    ) = None
     store: bool | None = None
     # Extension: pin the conversation (also accepted as the X-Conversation-Id header).
-    conversation_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    conversation_id: Annotated[str, Field(pattern=CONVERSATION_ID)] | None = None
 
     # Declared so a client sending them gets a clear "unsupported" error instead of "extra field".
     tools: Any = None
@@ -95,7 +114,9 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("at most 4 stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
-        return stops
+        if any(len(s) > 100 for s in stops):
+            raise ValueError("a stop sequence may be at most 100 characters")
+        return [_encodable(s) for s in stops]
 
 
 class Usage(BaseModel):

@@ -242,6 +242,33 @@ def load_embedder(spec: str | EmbedderSpec | None = None) -> SentenceTransformer
     )
 
 
+def check_embedder(spec: str) -> None:
+    """Raise `EmbedderError` unless `spec` names a model this machine can load without a download:
+    the packaged default, a sentence-transformers directory, or a hub id in the local cache. Cheap
+    (no model is loaded): bots are checked when they are configured, not when a file arrives."""
+    parsed = EmbedderSpec.parse(spec)
+    if parsed.model is None:
+        if parsed.kind == "instructor":
+            raise EmbedderError("an Instructor embedder needs a model path or hub id")
+        return
+    path = Path(parsed.model)
+    if path.exists():
+        if not (path / "modules.json").is_file():
+            raise EmbedderError(f"{parsed.model}: not a sentence-transformers model directory")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(parsed.model, "modules.json")
+    except ValueError as exc:  # not even a valid hub id
+        raise EmbedderError(f"unknown embedding model {parsed.model!r}: {exc}") from exc
+    if not isinstance(cached, str):
+        raise EmbedderError(
+            f"unknown embedding model {parsed.model!r}: no such directory, and not in the local "
+            "model cache (models are never downloaded at run time)"
+        )
+
+
 def _load(source: str, device: str) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 

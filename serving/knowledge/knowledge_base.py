@@ -67,6 +67,9 @@ class KnowledgeBase:
     embedder: Embedder
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     limits: ParseLimits = field(default_factory=ParseLimits)
+    #: How files are parsed: `parse_document` in this process by default; an `IsolatedParser`'s
+    #: `parse` runs untrusted files in a child process with a time and memory budget.
+    parser: Callable[[Path | bytes, str, ParseLimits], ParsedDocument] | None = None
 
     def __post_init__(self) -> None:
         self.retriever = Retriever(self.store, self.embedder)
@@ -242,17 +245,22 @@ class KnowledgeBase:
             finally:
                 self.retriever.invalidate(bot)
 
+    def _parse(self, source: Path | bytes, name: str) -> ParsedDocument:
+        if self.parser is not None:
+            return self.parser(source, name, self.limits)
+        return parse_document(source, name, limits=self.limits)
+
     def _from_path(self, path: Path, name: str, doc_id: str | None) -> SourceFile:
         return SourceFile(
             name,
-            lambda: parse_document(path, name, limits=self.limits),
+            lambda: self._parse(path, name),
             doc_id or document_id(name),
         )
 
     def _from_bytes(self, data: bytes, name: str, doc_id: str | None) -> SourceFile:
         return SourceFile(
             name,
-            lambda: parse_document(data, name, limits=self.limits),
+            lambda: self._parse(data, name),
             doc_id or document_id(name),
         )
 

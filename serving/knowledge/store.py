@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
@@ -90,14 +91,28 @@ class ChromaStore:
         self._collections: dict[str, Collection] = {}
 
     @classmethod
-    def open(cls, location: str | Path, headers: Mapping[str, str] | None = None) -> ChromaStore:
-        """`http(s)://host:port` connects to a Chroma server; anything else is a directory for the
+    def open(
+        cls,
+        location: str | Path,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout_s: float = 10.0,
+    ) -> ChromaStore:
+        """`http(s)://host:port` connects to a Chroma server (every call bounded by `timeout_s`: a
+        hung server is an error, not a hung caller); anything else is a directory for the
         embedded client."""
         settings = Settings(anonymized_telemetry=False)
         text = str(location)
         if text.startswith(("http://", "https://")):
             url = urlparse(text)
             ssl = url.scheme == "https"
+            # chromadb's HTTP client waits forever (httpx timeout=None), even while it connects:
+            # ask the server first, with a bound, then bound the client's own session.
+            httpx.get(
+                text.rstrip("/") + "/api/v2/heartbeat",
+                headers=dict(headers or {}),
+                timeout=timeout_s,
+            ).raise_for_status()
             client = chromadb.HttpClient(
                 host=url.hostname or "localhost",
                 port=url.port or (443 if ssl else 8000),
@@ -105,6 +120,11 @@ class ChromaStore:
                 headers=dict(headers or {}),
                 settings=settings,
             )
+            session = getattr(getattr(client, "_server", None), "_session", None)
+            if isinstance(session, httpx.Client):
+                session.timeout = httpx.Timeout(timeout_s)
+            else:  # pragma: no cover - only if chromadb's internals move
+                log.warning("cannot bound Chroma calls with a timeout (chromadb changed)")
         else:
             Path(text).mkdir(parents=True, exist_ok=True)
             client = chromadb.PersistentClient(path=text, settings=settings)

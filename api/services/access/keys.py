@@ -11,10 +11,10 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.errors import AuthenticationFailed, InvalidRequest, NotFound
+from api.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from api.ids import new_id
 from api.models import ApiKey, Bot
 from api.services.access import audit
@@ -134,10 +134,37 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def revoke_key(session: Session, key_id: str, *, actor: AuditActor) -> ApiKey:
+def revoke_key(
+    session: Session,
+    key_id: str,
+    *,
+    actor: AuditActor,
+    by: ApiKey | None = None,
+    keep_an_admin: bool = False,
+) -> ApiKey:
+    """Revoke a key. `by`: the key making the request, which may not revoke itself;
+    `keep_an_admin`: refuse to revoke the last active admin key (nobody could administer the API)."""
     key = session.get(ApiKey, key_id)
     if key is None:
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
+    if by is not None and by.id == key.id and key.revoked_at is None:
+        raise Conflict(
+            "An admin key cannot revoke itself: revoke it with another admin key.",
+            param="key_id",
+            code="cannot_revoke_own_key",
+        )
+    if keep_an_admin and key.is_admin and key.revoked_at is None:
+        others = session.scalar(
+            select(func.count())
+            .select_from(ApiKey)
+            .where(ApiKey.is_admin.is_(True), ApiKey.revoked_at.is_(None), ApiKey.id != key.id)
+        )
+        if not others:
+            raise Conflict(
+                "This is the last admin key: create another one before revoking it.",
+                param="key_id",
+                code="last_admin_key",
+            )
     if key.revoked_at is None:
         before = summary_of(key)
         key.revoked_at = datetime.now(UTC)

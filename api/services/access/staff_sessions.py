@@ -3,7 +3,8 @@
 The cookie is stateless (itsdangerous-signed JSON: user id, issue time, CSRF token, a fingerprint of
 the password hash), so any replica with the same `SHADOWDESK_SESSION_SECRET` accepts it. Every
 request re-reads the user: deactivating a user or changing their password ends their sessions at
-once; otherwise a session ends `session_ttl_s` after login, or when logging out deletes the cookie.
+once; otherwise a session ends `session_ttl_s` after login, or at logout: the session is recorded
+as revoked, so a copy of the cookie replayed later is refused too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, AuthenticationFailed
-from api.models import StaffUser
+from api.models import RevokedSession, StaffUser
 from api.services.access.staff import Actor, authenticate_password
 from api.settings import Settings
 
@@ -85,7 +88,7 @@ def resolve_session(
 ) -> tuple[Actor, StaffSession] | None:
     """The acting staff user and their session, or None when not (or no longer) logged in."""
     data = codec.read(cookie)
-    if data is None:
+    if data is None or session.get(RevokedSession, session_id(data)) is not None:
         return None
     user = session.get(StaffUser, data.user_id)
     if (
@@ -95,6 +98,24 @@ def resolve_session(
     ):
         return None
     return Actor.of_user(user), data
+
+
+def session_id(data: StaffSession) -> str:
+    """Identifies a session without storing anything that could open it (its CSRF token is random
+    per login)."""
+    return hashlib.sha256(data.csrf.encode()).hexdigest()
+
+
+def log_out(session: Session, codec: SessionCodec, cookie: str | None) -> None:
+    """End the session in `cookie` on the server (and forget sessions that expired anyway)."""
+    data = codec.read(cookie)
+    if data is None:
+        return
+    now = datetime.now(UTC)
+    session.execute(delete(RevokedSession).where(RevokedSession.expires_at < now))
+    if session.get(RevokedSession, session_id(data)) is None:
+        expires = datetime.fromtimestamp(data.issued_at + codec.ttl_s, UTC)
+        session.add(RevokedSession(id=session_id(data), expires_at=expires))
 
 
 def csrf_ok(expected: str, presented: str | None) -> bool:

@@ -17,7 +17,7 @@ from api.models import Bot, Release
 from api.services.access import audit
 from api.services.access.audit import AuditActor
 from api.services.bots.policy import BotPolicy
-from api.services.knowledge.config import KnowledgeConfig
+from api.services.knowledge.config import KnowledgeConfig, check_knowledge
 from api.unit_of_work import ACCESS, changed
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -101,6 +101,7 @@ def create_bot(session: Session, data: BotCreate, *, base_model: str, actor: Aud
     """Create a bot and its first release (the base model, no adapter), made live."""
     if session.scalar(select(Bot.id).where(Bot.slug == data.slug)) is not None:
         raise Conflict(f"A bot with slug '{data.slug}' already exists.", param="slug")
+    check_knowledge(data.knowledge)
     bot = Bot(id=new_id("bot"), **data.model_dump(mode="json"))
     session.add(bot)
     session.flush()

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from api.errors import InvalidRequest
 from api.jobs.queue import enqueue
 from api.models import Bot, Job
 from api.unit_of_work import ACCESS, changed
@@ -58,6 +59,19 @@ class KnowledgeConfig(BaseModel):
         return Instructions(document=self.document_instruction, query=self.query_instruction)
 
 
+def check_knowledge(config: KnowledgeConfig) -> None:
+    """Refuse (400) an embedding model this machine cannot load, before any bot uses it: found at
+    upload time, it would fail every document."""
+    if config.embedder is None:
+        return
+    from serving.knowledge.embedders import EmbedderError, check_embedder
+
+    try:
+        check_embedder(config.embedder)
+    except EmbedderError as exc:
+        raise InvalidRequest(str(exc), param="knowledge.embedder", code="unknown_embedder") from exc
+
+
 def knowledge_of(raw: dict[str, Any] | None) -> KnowledgeConfig:
     return KnowledgeConfig.model_validate(raw or {})
 
@@ -68,6 +82,7 @@ def update_knowledge(
     """Replace the bot's knowledge settings. A new embedding model is not switched to here: a
     `reembed` job re-embeds every document and switches when done (so two models' vectors are
     never mixed); returns the stored settings and that job, if any."""
+    check_knowledge(config)
     current = knowledge_of(bot.knowledge)
     wanted = config.model_dump()
     job = None

@@ -25,6 +25,7 @@ from api.services.knowledge.registry import KnowledgeRegistry
 from api.settings import Settings
 from api.unit_of_work import ACCESS, changed
 from serving.knowledge import IngestResult
+from serving.knowledge.parsers import expanded_size
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +223,54 @@ def accept_uploads(
     staging = settings.data_dir / "uploads"
     staging.mkdir(parents=True, exist_ok=True)
     upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=staging))
+    try:
+        return _stage_and_ingest(
+            hub_of, sessions, settings, bot_id, uploads, upload_dir, force=force
+        )
+    except BaseException:
+        shutil.rmtree(upload_dir, ignore_errors=True)  # nothing half-staged stays behind
+        raise
+
+
+def upload_name(filename: str | None, index: int) -> str | None:
+    """The file name to keep for an upload (its last path part), or None when it cannot be one:
+    empty, `.`/`..`, a NUL or control byte, or over 255 bytes."""
+    if not filename:
+        return f"upload-{index}"
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if name in ("", ".", "..") or len(name.encode("utf-8", "surrogatepass")) > 255:
+        return None
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in name):
+        return None
+    return name
+
+
+def _stage_and_ingest(
+    hub_of: Callable[[], KnowledgeRegistry],
+    sessions: Any,
+    settings: Settings,
+    bot_id: str,
+    uploads: Sequence[tuple[str | None, int | None, BinaryIO]],
+    upload_dir: Path,
+    *,
+    force: bool,
+) -> UploadOutcome:
     rejected: list[dict[str, Any]] = []
     sources: list[IngestSource] = []
     total = 0
     for i, (filename, size, stream) in enumerate(uploads):
-        name = Path(filename or f"upload-{i}").name
+        name = upload_name(filename, i)
+        if name is None:
+            rejected.append(
+                {
+                    "source": (filename or "")[:255].encode("utf-8", "replace").decode(),
+                    "status": "error",
+                    "reason": "bad_name",
+                    "message": "the file name is empty, '.', '..', too long (over 255 bytes) or "
+                    "holds control characters",
+                }
+            )
+            continue
         if (size or 0) > settings.max_document_bytes:
             rejected.append(
                 {
@@ -241,8 +285,12 @@ def accept_uploads(
         target.parent.mkdir()
         with target.open("wb") as out:
             shutil.copyfileobj(stream, out)
-        total += target.stat().st_size
+        # The sync/job choice counts what the file becomes: a small ZIP can hold a lot of text.
+        total += expanded_size(target)
         sources.append(IngestSource(target, name))
+    if not sources:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+        return UploadOutcome(rejected, results=list(rejected))
     if total > settings.sync_ingest_bytes:
         with transaction(sessions) as session:
             job = enqueue(

@@ -7,10 +7,25 @@ import hashlib
 import json
 import threading
 
+import httpx
+
 from api.services.knowledge.config import KnowledgeConfig
 from api.settings import Settings
 from serving.knowledge import ChromaStore, ChunkingConfig, KnowledgeBase, ParseLimits, load_embedder
+from serving.knowledge.parse_worker import IsolatedParser
 from serving.scope_guard import Scope, ScopeGuard
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    return ParseLimits(
+        max_bytes=settings.max_document_bytes,
+        max_expanded_bytes=settings.max_document_expanded_bytes,
+        max_archive_entries=settings.max_archive_entries,
+        max_compression_ratio=settings.max_compression_ratio,
+        max_pages=settings.max_document_pages,
+        max_chars=settings.max_document_chars,
+        max_rows=settings.max_export_rows,
+    )
 
 
 class KnowledgeRegistry:
@@ -22,6 +37,15 @@ class KnowledgeRegistry:
         self._bases: dict[str, KnowledgeBase] = {}
         self._guards: dict[tuple[str, str], ScopeGuard] = {}
         self._lock = threading.Lock()
+        # One budgeted child process parses every upload (started on the first file, shared by
+        # every registry of this process, ended with it).
+        self.parser = (
+            IsolatedParser.shared(
+                timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb
+            )
+            if settings.parse_isolated
+            else None
+        )
 
     @property
     def store(self) -> ChromaStore:
@@ -29,7 +53,8 @@ class KnowledgeRegistry:
         with self._lock:
             if self._store is None:
                 self._store = ChromaStore.open(
-                    self.settings.chroma_url or str(self.settings.data_dir / "chroma")
+                    self.settings.chroma_url or str(self.settings.data_dir / "chroma"),
+                    timeout_s=self.settings.knowledge_timeout_s,
                 )
             return self._store
 
@@ -47,7 +72,8 @@ class KnowledgeRegistry:
                     chunking=ChunkingConfig(
                         size=self.settings.chunk_size, overlap=self.settings.chunk_overlap
                     ),
-                    limits=ParseLimits(max_bytes=self.settings.max_document_bytes),
+                    limits=parse_limits(self.settings),
+                    parser=self.parser.parse if self.parser is not None else None,
                 )
             return self._bases[spec]
 
@@ -85,7 +111,11 @@ class KnowledgeRegistry:
         return guard
 
     def healthy(self) -> bool:
+        url = self.settings.chroma_url
         try:
+            if url:  # a quick question of its own, not one more wait of the client's full timeout
+                timeout = min(3.0, self.settings.knowledge_timeout_s)
+                httpx.get(url.rstrip("/") + "/api/v2/heartbeat", timeout=timeout).raise_for_status()
             self.store.client.heartbeat()
             return True
         except Exception:  # noqa: BLE001 - any failure means unreachable

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
 from pathlib import Path, PurePath
 
 from serving.knowledge.parsers.document import (
@@ -40,6 +41,7 @@ __all__ = [
     "Section",
     "detect_format",
     "document_suffix",
+    "expanded_size",
     "parse_document",
 ]
 
@@ -87,6 +89,19 @@ def detect_format(filename: str) -> str:
     return fmt
 
 
+def expanded_size(path: Path) -> int:
+    """What parsing a file will handle: a ZIP-based file's uncompressed size (from its directory,
+    nothing decompressed), else its size on disk."""
+    size = path.stat().st_size
+    if document_suffix(path.name) != ".docx":
+        return size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return max(size, sum(entry.file_size for entry in archive.infolist()))
+    except (zipfile.BadZipFile, OSError):
+        return size  # the parser says what is wrong with it
+
+
 def parse_document(
     source: str | Path | bytes,
     filename: str | None = None,
@@ -121,20 +136,30 @@ def parse_document(
     stem = PurePath(name).name[: -len(document_suffix(name)) or None]
     page_count: int | None = None
     if fmt == "pdf":
-        title, sections, page_count = parse_pdf(data, name, stem)
+        title, sections, page_count = parse_pdf(data, name, stem, limits)
     elif fmt == "docx":
-        title, sections = parse_docx(data, name, stem)
+        title, sections = parse_docx(data, name, stem, limits)
     else:
         fallback = declared_charset(data) if fmt == "html" else None
         text = decode_text(
             data, name, max_control_ratio=limits.max_control_ratio, fallback=fallback
         )
+        if len(text) > limits.max_chars:
+            raise DocumentError(
+                "too_much_text",
+                f"{name}: {len(text)} characters; the limit is {limits.max_chars}",
+            )
         try:
-            title, sections = _parse_text_format(fmt, text, name, stem)
+            title, sections = _parse_text_format(fmt, text, name, stem, limits)
         except DocumentError as exc:
             raise DocumentError(exc.reason, exc.message.replace(stem, name, 1)) from None
     if not any(section.blocks for section in sections):
         raise DocumentError("empty", f"{name}: no text content after parsing")
+    chars = sum(len(b.text) for section in sections for b in section.blocks)
+    if chars > limits.max_chars:
+        raise DocumentError(
+            "too_much_text", f"{name}: {chars} characters of text; the limit is {limits.max_chars}"
+        )
     return ParsedDocument(
         source=name,
         format=fmt,
@@ -146,7 +171,9 @@ def parse_document(
     )
 
 
-def _parse_text_format(fmt: str, text: str, name: str, stem: str) -> tuple[str, list[Section]]:
+def _parse_text_format(
+    fmt: str, text: str, name: str, stem: str, limits: ParseLimits
+) -> tuple[str, list[Section]]:
     if fmt == "markdown":
         return parse_markdown(text, stem)
     if fmt == "html":
@@ -154,10 +181,10 @@ def _parse_text_format(fmt: str, text: str, name: str, stem: str) -> tuple[str, 
     if fmt == "rst":
         return parse_rst(text, stem)
     if fmt == "forum_json":
-        forum, sections = parse_forum_json(text, name)
+        forum, sections = parse_forum_json(text, name, limits.max_rows)
         return forum or stem, sections
     if fmt == "forum_csv":
-        return stem, parse_forum_csv(text, name)
+        return stem, parse_forum_csv(text, name, limits.max_rows)
     blocks = [Block("text", p.strip()) for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
     return stem, [Section(heading_path=(), blocks=blocks)] if blocks else []
 

@@ -19,6 +19,15 @@ ReasonCode = Literal[
     "encrypted",
     "no_text",
     "invalid_export",
+    # What a file becomes, past the limits (a decompression bomb, a huge export):
+    "archive_bomb",
+    "too_many_entries",
+    "too_many_pages",
+    "too_much_text",
+    "too_many_rows",
+    # The parser ran out of its time or memory budget (isolated parsing).
+    "parse_timeout",
+    "parse_memory",
     # Not a failure: a page of links only (a table of contents, an index), skipped on purpose.
     "navigation_only",
 ]
@@ -85,6 +94,18 @@ class ParseLimits:
     max_bytes: int = 20 * 1024 * 1024
     #: Share of control characters (other than tab/newline/CR/FF) above which text counts as binary.
     max_control_ratio: float = 0.05
+    #: ZIP-based formats (DOCX): what the archive's entries add up to, uncompressed.
+    max_expanded_bytes: int = 64 * 1024 * 1024
+    #: ... how many entries it may have,
+    max_archive_entries: int = 2000
+    #: ... and how much any entry over 1 MiB may expand (XML compresses ~10-20x; a bomb, 1000x).
+    max_compression_ratio: float = 100.0
+    #: PDF pages.
+    max_pages: int = 2000
+    #: Characters of text a document may yield (any format).
+    max_chars: int = 5_000_000
+    #: Rows (posts) of a forum export.
+    max_rows: int = 200_000
 
 
 class SectionBuilder:

@@ -11,11 +11,53 @@ from docx.opc.exceptions import PackageNotFoundError
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
-from serving.knowledge.parsers.document import DocumentError, Section, SectionBuilder
+from serving.knowledge.parsers.document import (
+    DocumentError,
+    ParseLimits,
+    Section,
+    SectionBuilder,
+)
 
 
-def parse_docx(data: bytes, source: str, fallback_title: str) -> tuple[str, list[Section]]:
-    """Return (title, sections) for a Word document."""
+def check_archive(data: bytes, source: str, limits: ParseLimits) -> int:
+    """The archive's expanded size, read from its directory (nothing is decompressed); raises
+    `DocumentError` for an archive over the limits. The sizes in the directory are what zipfile
+    lets an entry expand to (it stops at the declared size), so they are safe to trust."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except zipfile.BadZipFile as exc:
+        raise DocumentError("corrupt", f"{source}: not a readable DOCX file ({exc})") from exc
+    if len(entries) > limits.max_archive_entries:
+        raise DocumentError(
+            "too_many_entries",
+            f"{source}: {len(entries)} entries in the archive; the limit is "
+            f"{limits.max_archive_entries}",
+        )
+    expanded = sum(e.file_size for e in entries)
+    if expanded > limits.max_expanded_bytes:
+        raise DocumentError(
+            "archive_bomb",
+            f"{source}: expands to {expanded / 1_048_576:.1f} MiB; the limit is "
+            f"{limits.max_expanded_bytes / 1_048_576:.1f} MiB",
+        )
+    for entry in entries:
+        ratio = entry.file_size / max(entry.compress_size, 1)
+        if entry.file_size > 1_048_576 and ratio > limits.max_compression_ratio:
+            raise DocumentError(
+                "archive_bomb",
+                f"{source}: {entry.filename} expands {ratio:.0f}x "
+                f"({entry.compress_size} bytes to {entry.file_size / 1_048_576:.1f} MiB): "
+                "a decompression bomb",
+            )
+    return expanded
+
+
+def parse_docx(
+    data: bytes, source: str, fallback_title: str, limits: ParseLimits | None = None
+) -> tuple[str, list[Section]]:
+    """Return (title, sections) for a Word document (its archive checked against `limits` first)."""
+    check_archive(data, source, limits or ParseLimits())
     try:
         document: DocxDocument = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError) as exc:

@@ -45,10 +45,21 @@ class _Thread:
     accepted_id: str = ""
 
 
-def parse_forum_json(text: str, source: str) -> tuple[str, list[Section]]:
+def _too_many(count: int, source: str, max_rows: int | None) -> None:
+    if max_rows is not None and count > max_rows:
+        raise DocumentError(
+            "too_many_rows", f"{source}: more than {max_rows} posts; split the export"
+        )
+
+
+def parse_forum_json(
+    text: str, source: str, max_rows: int | None = None
+) -> tuple[str, list[Section]]:
     """(forum name or "", sections: one per answered thread) from a JSON export."""
     try:
         payload = json.loads(text)
+    except RecursionError as exc:
+        raise DocumentError("invalid_export", f"{source}: JSON nested too deeply") from exc
     except json.JSONDecodeError as exc:
         raise DocumentError(
             "invalid_export", f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})"
@@ -59,12 +70,19 @@ def parse_forum_json(text: str, source: str) -> tuple[str, list[Section]]:
             "invalid_export",
             f"{source}: expected a list of threads or an object with a 'threads' list",
         )
+    _too_many(len(items), source, max_rows)
+    posts = sum(
+        len(next((i[k] for k in _POST_LISTS if isinstance(i.get(k), list)), []))
+        for i in items
+        if isinstance(i, Mapping)
+    )
+    _too_many(posts, source, max_rows)
     threads = [t for t in (_thread_from_json(i) for i in items if isinstance(i, Mapping)) if t]
     name = _first(payload, ("forum", "title", "name")) if isinstance(payload, Mapping) else ""
     return name, _sections(threads, source)
 
 
-def parse_forum_csv(text: str, source: str) -> list[Section]:
+def parse_forum_csv(text: str, source: str, max_rows: int | None = None) -> list[Section]:
     """Sections from a CSV export with one row per post and a thread id column."""
     try:
         reader = csv.DictReader(io.StringIO(text))
@@ -78,7 +96,8 @@ def parse_forum_csv(text: str, source: str) -> list[Section]:
                 f"text column ({', '.join(_TEXT_KEYS)})",
             )
         threads: dict[str, _Thread] = {}
-        for row in reader:
+        for count, row in enumerate(reader, start=1):
+            _too_many(count, source, max_rows)
             lowered = {(k or "").strip().lower(): (v or "") for k, v in row.items()}
             thread_id = (row.get(id_col) or "").strip()
             body = (row.get(text_col) or "").strip()

@@ -10,14 +10,17 @@ from typing import Any
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PdfStreamError
 
-from serving.knowledge.parsers.document import DocumentError, Section, SectionBuilder
+from serving.knowledge.parsers.document import DocumentError, ParseLimits, Section, SectionBuilder
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
-def parse_pdf(data: bytes, source: str, fallback_title: str) -> tuple[str, list[Section], int]:
+def parse_pdf(
+    data: bytes, source: str, fallback_title: str, limits: ParseLimits | None = None
+) -> tuple[str, list[Section], int]:
     """Return (title, sections, page_count); raise `DocumentError` for corrupt, encrypted or
-    image-only PDFs."""
+    image-only PDFs, and for more pages or text than `limits` allow (checked as it goes)."""
+    limits = limits or ParseLimits()
     if not data.lstrip()[:5] == b"%PDF-":
         raise DocumentError("corrupt", f"{source}: not a PDF (no %PDF header)")
     # pypdf logs every recoverable oddity as a warning; a broken file surfaces as an exception below.
@@ -26,12 +29,25 @@ def parse_pdf(data: bytes, source: str, fallback_title: str) -> tuple[str, list[
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
             _decrypt_or_raise(reader, source)
+        if len(reader.pages) > limits.max_pages:
+            raise DocumentError(
+                "too_many_pages",
+                f"{source}: {len(reader.pages)} pages; the limit is {limits.max_pages}",
+            )
         pages = list(reader.pages)
         outline = _outline_by_page(reader)
         builder = SectionBuilder()
+        chars = 0
         for number, page in enumerate(pages, start=1):
             builder.new_page(number)
-            _add_page(builder, page.extract_text() or "", outline.get(number, []))
+            text = page.extract_text() or ""
+            chars += len(text)
+            if chars > limits.max_chars:
+                raise DocumentError(
+                    "too_much_text",
+                    f"{source}: more than {limits.max_chars} characters of text (by page {number})",
+                )
+            _add_page(builder, text, outline.get(number, []))
         sections = builder.finish()
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except DocumentError:

@@ -113,7 +113,7 @@ def test_revoked_key_stops_working(data_dir: Path) -> None:
 
 def test_db_upgrade_and_current(data_dir: Path) -> None:
     r = runner.invoke(cli, ["db", "upgrade"])
-    assert r.exit_code == 0 and "database at 0006" in r.output
+    assert r.exit_code == 0 and "database at 0007" in r.output
     assert runner.invoke(cli, ["db", "current"]).exit_code == 0
 
 

@@ -206,6 +206,43 @@ BAD_BODIES: list[tuple[str, Any, int, str | None, str | None]] = [
         "model_not_found",
         "model",
     ),
+    # Found by a security pass: each was a 5xx (or stored something) before.
+    (
+        "lone surrogate",
+        '{"model": "acme", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+        400,
+        "invalid_value",
+        None,
+    ),
+    (
+        "100,000 nested arrays",
+        '{"model": "acme", "messages": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "5,000-digit integer",
+        '{"model": "acme", "messages": [{"role": "user", "content": "hi"}], "seed": '
+        + "9" * 5000
+        + "}",
+        400,
+        "invalid_json",
+        None,
+    ),
+    ("seed past 64 bits", chat_body(seed=2**80), 400, None, "seed"),
+    ("long stop", chat_body(stop=["x" * 101]), 400, None, "stop"),
+    ("max_tokens as a string", chat_body(max_tokens="5"), 400, None, "max_tokens"),
+    ("stream as a string", chat_body(stream="yes"), 400, None, "stream"),
+    (
+        "conversation id with CRLF",
+        chat_body(conversation_id="a\r\nX-Injected: 1"),
+        400,
+        None,
+        "conversation_id",
+    ),
+    ("conversation id with NUL", chat_body(conversation_id="a\x00b"), 400, None, "conversation_id"),
+    ("conversation id not ASCII", chat_body(conversation_id="ça-va"), 400, None, "conversation_id"),
 ]
 
 
@@ -225,6 +262,16 @@ def test_bad_input_gets_an_envelope_and_stores_nothing(
     assert error["type"] in {"invalid_request_error", "not_found_error"}
     assert harness.exchange_count() == 0
     assert harness.backend.calls == []
+
+
+@pytest.mark.parametrize("value", [b"\xc3\xbc-conversation", b"a b", b"x" * 201])
+def test_a_bad_conversation_header_is_refused_before_anything_runs(
+    harness: Harness, value: bytes
+) -> None:
+    headers = {**harness.auth(), "X-Conversation-Id": value}
+    r = harness.client.post("/v1/chat/completions", json=chat_body(), headers=headers)  # type: ignore[arg-type]
+    assert_envelope(r, 400, "invalid_conversation_id", "X-Conversation-Id")
+    assert harness.exchange_count() == 0 and harness.backend.calls == []
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer wrong-key"])
