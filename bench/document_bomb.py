@@ -1,7 +1,7 @@
 """A DOCX decompression bomb, parsed without the archive limits (what happened before they
 existed) and with them (the defaults), each in a fresh process: wall time and peak RSS.
 
-    python bench/document_bomb.py [--mb 24]
+    python bench/document_bomb.py [--mb 24] [--words 2]
 
 `--mb` is what word/document.xml expands to (the bomb reported in the security pass: 24 MB from a
 36 KB file). Without limits the parse takes minutes at 24 MB; try `--mb 4` first.
@@ -40,13 +40,19 @@ print(json.dumps({{"s": time.perf_counter() - started, "outcome": outcome,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=4, help="expanded size of document.xml")
+    parser.add_argument(
+        "--words", type=int, default=2, help="words per paragraph (fewer: a bigger tree)"
+    )
     args = parser.parse_args()
     from tests.serving.knowledge.test_parse_limits import docx_bomb
 
     with tempfile.TemporaryDirectory() as folder:
         bomb = Path(folder) / "bomb.docx"
-        bomb.write_bytes(docx_bomb(args.mb))
-        print(f"bomb: {bomb.stat().st_size / 1024:.0f} KB on disk, {args.mb} MB expanded")
+        bomb.write_bytes(docx_bomb(args.mb, args.words))
+        print(
+            f"bomb: {bomb.stat().st_size / 1024:.0f} KB on disk, {args.mb} MB expanded "
+            f"({args.words} words a paragraph)"
+        )
         code = CHILD.format(root=str(ROOT))
         results = {}
         for mode in ("before", "after"):

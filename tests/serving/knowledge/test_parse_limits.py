@@ -27,11 +27,12 @@ def a_docx(text: str = "Returns are free for 30 days.") -> bytes:
     return out.getvalue()
 
 
-def docx_bomb(expanded_mb: int = 24) -> bytes:
-    """A small DOCX whose word/document.xml expands to `expanded_mb` MB of one repeated run."""
+def docx_bomb(expanded_mb: int = 24, words: int = 80) -> bytes:
+    """A small DOCX whose word/document.xml expands to `expanded_mb` MB of one repeated paragraph
+    of `words` words (fewer words: more paragraphs, a bigger document tree)."""
     source = zipfile.ZipFile(io.BytesIO(a_docx()))
     body = source.read("word/document.xml").decode()
-    run = "<w:p><w:r><w:t>" + "lorem ipsum " * 80 + "</w:t></w:r></w:p>"
+    run = "<w:p><w:r><w:t>" + "lorem ipsum " * words + "</w:t></w:r></w:p>"
     filler = run * (expanded_mb * 1024 * 1024 // len(run))
     body = body.replace("<w:sectPr", filler + "<w:sectPr", 1)
     out = io.BytesIO()
