@@ -10,14 +10,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from api.deps import SessionDep
-from api.models import ApiKey, ApiKeyBot, Bot
+from api.errors import NotFound
+from api.models import Bot
 from api.services.access import keys as key_service
 from api.services.access.staff import require_admin
 from api.services.bots.management import get_bot, list_bots
 from api.services.widget.config import WidgetConfig, WidgetStrings, update_widget, widget_of
+from api.services.widget.gate import service_origin
 from review_ui.auth import ViewerDep
 from review_ui.rendering import render
 
@@ -26,27 +27,12 @@ router = APIRouter(prefix="/review", include_in_schema=False)
 STRING_FIELDS = list(WidgetStrings.model_fields)
 
 
-def _publishable_keys(session: Any, bot: Bot) -> list[ApiKey]:
-    return list(
-        session.scalars(
-            select(ApiKey)
-            .join(ApiKeyBot, ApiKeyBot.key_id == ApiKey.id)
-            .where(ApiKeyBot.bot_id == bot.id, ApiKey.kind == "publishable")
-            .order_by(ApiKey.created_at)
-        )
-    )
-
-
-def _api_base(request: Request) -> str:
-    public = request.app.state.settings.public_url
-    return str(public).rstrip("/") if public else f"{request.url.scheme}://{request.url.netloc}"
-
-
 @router.get("/widget")
 def widget_index(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
     require_admin(viewer.actor)
     bots = [
-        (bot, widget_of(bot.widget), _publishable_keys(session, bot)) for bot in list_bots(session)
+        (bot, widget_of(bot.widget), key_service.publishable_keys(session, bot))
+        for bot in list_bots(session)
     ]
     return render(
         request,
@@ -65,9 +51,11 @@ def _page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    keys = _publishable_keys(session, bot)
+    keys = key_service.publishable_keys(session, bot)
     active = next((k for k in reversed(keys) if k.revoked_at is None), None)
-    api = _api_base(request)
+    api = service_origin(
+        request.app.state.settings.public_url, request.url.scheme, request.url.netloc
+    )
     snippet = (
         f'<script src="{api}/widget.js" data-key="{active.publishable_value}" async></script>'
         if active
@@ -167,9 +155,7 @@ def revoke_publishable_key(
 ) -> Response:
     require_admin(viewer.actor)
     bot = get_bot(session, slug)
-    if not any(k.id == key_id for k in _publishable_keys(session, bot)):
-        from api.errors import NotFound
-
+    if not any(k.id == key_id for k in key_service.publishable_keys(session, bot)):
         raise NotFound("No such publishable key for this bot.")
     key_service.revoke_key(session, key_id, actor=viewer.actor)
     return RedirectResponse(f"/review/bots/{slug}/widget#keys", status_code=303)

@@ -32,7 +32,7 @@ from api.services.access.cache import KeyGrant
 from api.services.chat.exchanges import record_feedback
 from api.services.chat.service import ChatService
 from api.services.widget import conversations
-from api.services.widget.gate import WidgetGrant
+from api.services.widget.gate import WidgetGrant, service_origin
 from api.services.widget.handoffs import request_handoff
 
 router = APIRouter()
@@ -45,7 +45,7 @@ _EXPOSED = "X-Conversation-Id, X-Exchange-Id, Retry-After"
 class WidgetChat(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     message: str = Field(min_length=1, max_length=8000)
-    conversation_id: str | None = Field(None, max_length=64)
+    conversation_id: str | None = Field(None, max_length=200)
 
 
 class WidgetFeedback(BaseModel):
@@ -56,7 +56,7 @@ class WidgetFeedback(BaseModel):
 
 class WidgetHandoff(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    conversation_id: str = Field(max_length=64)
+    conversation_id: str = Field(max_length=200)
     email: str | None = Field(None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     name: str | None = Field(None, max_length=200)
     message: str = Field("", max_length=2000)
@@ -92,10 +92,9 @@ def _runtime(request: Request) -> Runtime:
 
 
 def own_origin(request: Request) -> str:
-    public = request.app.state.settings.public_url
-    if public:
-        return str(public).rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}"
+    return service_origin(
+        request.app.state.settings.public_url, request.url.scheme, request.url.netloc
+    )
 
 
 async def _open(request: Request, key: str, *, counted: bool = False) -> WidgetGrant:
@@ -154,7 +153,7 @@ async def widget_chat(key: str, body: WidgetChat, request: Request) -> Response:
             )
 
     history = await run_in_threadpool(earlier)
-    messages = _fit(history or [], body.message, settings.max_total_chars)
+    messages = conversations.with_question(history or [], body.message, settings.max_total_chars)
     chat: ChatService = request.app.state.chat
     answer = await chat.answer(
         ChatCompletionRequest(
@@ -171,13 +170,6 @@ async def widget_chat(key: str, body: WidgetChat, request: Request) -> Response:
     return StreamingResponse(
         sse_events(answer), media_type="text/event-stream", headers={**headers, **STREAM_HEADERS}
     )
-
-
-def _fit(history: list[dict[str, str]], message: str, limit: int) -> list[dict[str, str]]:
-    """Earlier turns, oldest dropped first, so the conversation stays within the size limit."""
-    while history and sum(len(m["content"]) for m in history) + len(message) > limit:
-        history = history[2:]
-    return [*history, {"role": "user", "content": message}]
 
 
 @router.get(PREFIX + "{key}/conversations/{conversation_id}")

@@ -130,6 +130,11 @@ def authenticate(
     return key
 
 
+def publishable_keys(session: Session, bot: Bot) -> list[ApiKey]:
+    """The bot's widget keys, oldest first (revoked ones included)."""
+    return [k for k in list_keys(session) if k.kind == "publishable" and bot in k.bots]
+
+
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from api.errors import InvalidRequest, NotFound
 from api.models import Exchange
+from api.schemas.openai import CONVERSATION_ID as CONVERSATION_ID_PATTERN
 
-# Ids the server hands out (`conv_…`); anything else is refused before it reaches a header or a query.
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The chat API's rule (visible ASCII, 1-200): what may go into a header and a query.
+CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 # Answers worth remembering: the bot's reply stands (interrupted answers and errors are left out).
 _ANSWERED = ("completed", "refused")
 
@@ -22,7 +23,7 @@ _ANSWERED = ("completed", "refused")
 def check_conversation_id(value: str | None) -> str | None:
     if value is not None and not CONVERSATION_ID.match(value):
         raise InvalidRequest(
-            "conversation_id must be 1-64 letters, digits, '-' or '_'.",
+            "conversation_id must be 1-200 visible ASCII characters.",
             param="conversation_id",
             code="invalid_conversation_id",
         )
@@ -53,6 +54,14 @@ def earlier_turns(
         messages.append({"role": "user", "content": _question(row)})
         messages.append({"role": "assistant", "content": row.answer})
     return messages
+
+
+def with_question(history: list[dict[str, str]], message: str, limit: int) -> list[dict[str, str]]:
+    """Earlier turns and the new question, oldest turns dropped first to stay within `limit`
+    characters."""
+    while history and sum(len(m["content"]) for m in history) + len(message) > limit:
+        history = history[2:]
+    return [*history, {"role": "user", "content": message}]
 
 
 def transcript(

@@ -23,6 +23,11 @@ from api.services.access.keys import PUBLISHABLE_PREFIX, authenticate, hash_secr
 from api.services.widget.config import WidgetConfig, normalise_origin, origin_allowed, widget_of
 
 
+def service_origin(public_url: str | None, scheme: str, netloc: str) -> str:
+    """Where sites load widget.js from: `public_url` when set, else the address a request came to."""
+    return public_url.rstrip("/") if public_url else f"{scheme}://{netloc}"
+
+
 class RateLimited(ApiError):
     status_code = 429
     type = "rate_limit_error"
