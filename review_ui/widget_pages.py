@@ -109,6 +109,7 @@ def config_from_form(form: Any) -> dict[str, Any]:
         "position": text("position") or "right",
         "strings": strings,
         "handoff_webhook_url": text("handoff_webhook_url") or None,
+        "handoff_webhook_secret": text("handoff_webhook_secret") or None,
         "handoff_email": text("handoff_email") or None,
         "handoff_reply": text("handoff_reply")
         or WidgetConfig.model_fields["handoff_reply"].default,

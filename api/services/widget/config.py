@@ -105,6 +105,14 @@ class WidgetConfig(BaseModel):
     handoff_webhook_url: str | None = Field(
         None, max_length=2000, description="POSTed a JSON handoff (conversation and contact)."
     )
+    handoff_webhook_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=200,
+        description="Signs each webhook delivery (header X-Shadowdesk-Signature: "
+        "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<body>'>), so the receiver can tell it came "
+        "from this service.",
+    )
     handoff_email: str | None = Field(
         None, max_length=320, description="Sent the handoff by e-mail (needs SHADOWDESK_SMTP_HOST)."
     )
@@ -142,6 +150,11 @@ class WidgetConfig(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the webhook must be an http(s) URL")
         return value
+
+    @field_validator("handoff_webhook_secret", mode="before")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        return None if value == "" else value
 
     @field_validator("handoff_email")
     @classmethod

@@ -5,8 +5,11 @@ and no handoff is lost."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import smtplib
+import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -94,8 +97,9 @@ def run_handoff_job(ctx: JobContext, runtime: Runtime) -> dict[str, Any]:
     from api.services.widget.config import widget_of
 
     settings = runtime.settings
+    handoff_id = ctx.payload["handoff_id"]
     with transaction(ctx.sessions) as session:
-        handoff = session.get(Handoff, ctx.payload["handoff_id"])
+        handoff = session.get(Handoff, handoff_id)
         if handoff is None:
             return {"skipped": "handoff deleted"}
         bot = session.get(Bot, handoff.bot_id)
@@ -110,14 +114,20 @@ def run_handoff_job(ctx: JobContext, runtime: Runtime) -> dict[str, Any]:
             continue
         try:
             if channel == "webhook":
-                _post(target, payload, settings.handoff_timeout_s)
+                _post(
+                    target,
+                    payload,
+                    settings.handoff_timeout_s,
+                    secret=config.handoff_webhook_secret,
+                    delivery=handoff_id,
+                )
             else:
                 _mail(target, payload, runtime)
             done.add(channel)
         except (httpx.HTTPError, OSError, smtplib.SMTPException, ValueError) as exc:
             errors.append(f"{channel}: {type(exc).__name__}: {exc}")
     with transaction(ctx.sessions) as session:
-        handoff = session.get(Handoff, ctx.payload["handoff_id"])
+        handoff = session.get(Handoff, handoff_id)
         if handoff is None:
             return {"skipped": "handoff deleted"}
         handoff.channels = sorted(done)
@@ -134,8 +144,25 @@ def run_handoff_job(ctx: JobContext, runtime: Runtime) -> dict[str, Any]:
     return {"channels": sorted(done)}
 
 
-def _post(url: str, payload: dict[str, Any], timeout: float) -> None:
-    reply = httpx.post(url, json=payload, timeout=timeout, follow_redirects=False)
+SIGNATURE_HEADER = "X-Shadowdesk-Signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header's value: the time, and an HMAC-SHA256 of `<time>.<body>` (the time is
+    signed too, so a receiver can refuse an old delivery replayed)."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def _post(
+    url: str, payload: dict[str, Any], timeout: float, *, secret: str | None, delivery: str
+) -> None:
+    body = json.dumps(payload).encode()
+    # The delivery id is the same on every retry: a receiver that saw it already can skip it.
+    headers = {"Content-Type": "application/json", "X-Shadowdesk-Delivery": delivery}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, body, int(time.time()))
+    reply = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
     if not reply.is_success:
         raise ValueError(f"the webhook answered {reply.status_code}")
 

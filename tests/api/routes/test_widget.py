@@ -5,8 +5,11 @@ real webhook and a real SMTP server. (The widget itself runs in Chromium: tests/
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +64,9 @@ def answer_text(response: Any) -> str:
 
 
 def test_a_publishable_key_serves_one_bot_from_its_allowed_origins(harness: Harness) -> None:
-    key = publishable(harness, title="Acme help", greeting="Hello!")
+    key = publishable(
+        harness, title="Acme help", greeting="Hello!", handoff_webhook_secret="whsec-" + "s" * 20
+    )
     r = harness.client.get(f"/v1/widget/{key}/config", headers={"Origin": SITE})
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == SITE
@@ -71,6 +76,7 @@ def test_a_publishable_key_serves_one_bot_from_its_allowed_origins(harness: Harn
     assert config["bot"] == "acme" and config["handoff"] is False
     # What only the operator should know stays on the server.
     assert "allowed_origins" not in config and "handoff_webhook_url" not in config
+    assert "whsec-" not in r.text
 
     for origin in ("https://evil.example.com", "http://shop.example.com", "null"):
         r = harness.client.get(f"/v1/widget/{key}/config", headers={"Origin": origin})
@@ -314,11 +320,14 @@ def test_a_cited_source_opens_as_an_escaped_page(harness: Harness) -> None:
 
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
+    deliveries: list[tuple[dict[str, str], bytes]] = []  # headers and the raw body
     status = 200
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers["content-length"])
-        type(self).received.append(json.loads(self.rfile.read(length)))
+        body = self.rfile.read(length)
+        type(self).received.append(json.loads(body))
+        type(self).deliveries.append((dict(self.headers.items()), body))
         self.send_response(type(self).status)
         self.end_headers()
 
@@ -328,7 +337,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook() -> Iterator[type[_Hook]]:
-    hook = type("Hook", (_Hook,), {"received": [], "status": 200})
+    hook = type("Hook", (_Hook,), {"received": [], "deliveries": [], "status": 200})
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook.url = f"http://127.0.0.1:{server.server_address[1]}/handoff"  # type: ignore[attr-defined]
@@ -371,8 +380,12 @@ def test_handoff_sends_the_conversation_to_the_webhook_and_by_e_mail(
     box, port = mailbox
     harness.settings.smtp_host = "127.0.0.1"
     harness.settings.smtp_port = port
+    secret = "whsec-0123456789abcdef"
     key = publishable(
-        harness, handoff_webhook_url=webhook.url, handoff_email="support@acme.example"
+        harness,
+        handoff_webhook_url=webhook.url,
+        handoff_webhook_secret=secret,
+        handoff_email="support@acme.example",
     )
     config = harness.client.get(f"/v1/widget/{key}/config", headers={"Origin": SITE}).json()
     assert config["handoff"] is True
@@ -398,6 +411,13 @@ def test_handoff_sends_the_conversation_to_the_webhook_and_by_e_mail(
         payload["contact"]["email"] == "ann@customer.example" and payload["message"] == "Order 1234"
     )
     assert [t["question"] for t in payload["transcript"]] == ["My order never came"]
+    # Signed as the README tells receivers to check it: HMAC-SHA256 of "<t>.<raw body>".
+    headers, raw = webhook.deliveries[0]
+    fields = dict(part.split("=", 1) for part in headers["X-Shadowdesk-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{fields['t']}.".encode() + raw, hashlib.sha256)
+    assert hmac.compare_digest(fields["v1"], expected.hexdigest())
+    assert abs(time.time() - int(fields["t"])) < 60
+    assert headers["X-Shadowdesk-Delivery"] == handoff.id
     assert payload["transcript"][0]["answer"] == "Hello from the bot."
     ((to, mail),) = box.messages
     assert to == ["support@acme.example"] and mail["Reply-To"] == "ann@customer.example"
@@ -425,6 +445,10 @@ def test_a_failing_webhook_is_retried_and_nothing_is_lost(harness: Harness, webh
         job.locked_until = None  # no waiting out the delay in a test
     wait_for(lambda: _handoffs(harness)[0].status == "sent", 60, "the retry to deliver it")
     assert len(webhook.received) >= 2
+    # One delivery id for every attempt (a receiver can skip what it already has); no secret set,
+    # no signature.
+    assert {h["X-Shadowdesk-Delivery"] for h, _ in webhook.deliveries} == {_handoffs(harness)[0].id}
+    assert all("X-Shadowdesk-Signature" not in h for h, _ in webhook.deliveries)
 
 
 def test_handoff_needs_a_destination_and_a_conversation_of_this_bot(harness: Harness) -> None:
