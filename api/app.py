@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api.body_limit import BodyLimit
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.nul_guard import NulGuard
 from api.routes import (
     admin,
     chat,
@@ -92,6 +93,7 @@ def app_for(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(widget.WidgetCors)
+    app.add_middleware(NulGuard)
     app.add_middleware(
         BodyLimit,
         json_limit=settings.max_request_bytes,

@@ -9,7 +9,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from api.db_watchdog import watch_hung_connections
 from api.settings import Settings
+
+# How much longer than the server's own statement timeout a silent server is waited for.
+MAX_HUNG_GRACE_S = 5.0
 
 
 class Base(DeclarativeBase):
@@ -32,9 +36,11 @@ def make_engine(settings: Settings) -> Engine:
             cur.close()
 
         return engine
-    # A database that is down must be an error in seconds (then a 503), not a wait: connecting
-    # and waiting for a pooled connection are bounded.
-    return create_engine(
+    # A database that is down or hung must be an error in seconds (then a 503), not a wait:
+    # connecting, waiting for a pooled connection and each command are bounded (the last one by
+    # the server itself, and by the watchdog when the server no longer answers at all).
+    timeout_ms = round(settings.database_timeout_s * 1000)
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
@@ -42,6 +48,20 @@ def make_engine(settings: Settings) -> Engine:
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )
+
+    timeout_s = settings.database_timeout_s
+    watch_hung_connections(engine, timeout_s + min(timeout_s, MAX_HUNG_GRACE_S))
+
+    @event.listens_for(engine, "connect")
+    def _statement_timeout(dbapi_conn: Any, _record: Any) -> None:
+        # A SET rather than a startup option: connection poolers refuse unknown startup options.
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {timeout_ms}")
+        dbapi_conn.autocommit = autocommit
+
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -183,6 +183,21 @@ def install_error_handlers(app: FastAPI) -> None:
             ),
             status_code=503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the request carried (PostgreSQL: a NUL character in text);
+        # the transaction rolled back, so nothing of the request was stored.
+        reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+        return JSONResponse(
+            error_body(
+                f"A value cannot be stored: {reason}.",
+                "invalid_request_error",
+                None,
+                "unstorable_value",
+            ),
+            status_code=400,
         )
 
     @app.exception_handler(Exception)

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. Default: SQLite in data_dir.",
     )
+    database_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Longest a PostgreSQL command may run: the server cancels it past this, and a "
+        "connection whose server has not answered for up to 5 s more is dropped (a 503 to the "
+        "client).",
+    )
     auto_migrate: bool | None = Field(
         None,
         description="Upgrade the schema on start. Default: on for SQLite, off otherwise "

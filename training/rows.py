@@ -48,6 +48,13 @@ class Flag(StrEnum):
     UNSUPPORTED = "unsupported"  # the output says things its source chunk does not
 
 
+def _without_nul(text: str) -> str:
+    # No database stores it in text (PostgreSQL refuses it) and no trainer wants it.
+    if "\x00" in text:
+        raise ValueError("the text contains a NUL character")
+    return text
+
+
 class Turn(BaseModel):
     """One earlier message of a multi-turn row."""
 
@@ -55,6 +62,11 @@ class Turn(BaseModel):
 
     role: Literal["user", "assistant"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        return _without_nul(v)
 
 
 class Row(BaseModel):
@@ -70,6 +82,11 @@ class Row(BaseModel):
     input: str = Field("", description="Context for the instruction (a passage, a document).")
     output: str = ""
     category: str = Field("", description="Task kind: closed_qa, open_qa, refusal, ...")
+
+    @field_validator("system", "instruction", "input", "output", "category")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        return _without_nul(v)
 
     @field_validator("instruction")
     @classmethod

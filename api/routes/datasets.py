@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminKey, SessionDep
 from api.errors import InvalidRequest
@@ -189,7 +190,9 @@ async def import_rows(
         with path.open("wb") as out:
             while chunk := await file.read(1 << 20):
                 out.write(chunk)
-        report = transfers.import_file(
+        # Reading and checking a file of rows takes a while: not on the event loop.
+        report = await run_in_threadpool(
+            transfers.import_file,
             session,
             dataset,
             path,

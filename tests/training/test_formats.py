@@ -15,6 +15,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from training.formats import (
     FILE_TYPES,
@@ -102,7 +103,22 @@ def test_every_format_round_trips_in_every_file_type(
     assert again.read_bytes() == path.read_bytes()
 
 
-texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+# Any text a row may hold: everything but lone surrogates (not text) and NUL (refused, below).
+texts = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)
+
+
+def test_a_row_refuses_a_nul_character_in_any_text() -> None:
+    for fields in (
+        {"instruction": "a\x00b"},
+        {"instruction": "q", "output": "\x00"},
+        {"instruction": "q", "system": "s\x00"},
+        {
+            "instruction": "q",
+            "history": [{"role": "user", "content": "\x00"}, {"role": "assistant", "content": "a"}],
+        },
+    ):
+        with pytest.raises(ValidationError, match="NUL"):
+            Row.model_validate(fields)
 
 
 @st.composite

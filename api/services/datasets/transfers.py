@@ -65,7 +65,9 @@ def import_file(
             reviewed_by=actor,
         )
     except FormatError as exc:
-        raise InvalidRequest(f"{label}: {exc}", param="file", code="bad_file") from exc
+        # Named as the client named it: the server's temporary path is nobody's business.
+        message = str(exc).replace(str(path), label)
+        raise InvalidRequest(message, param="file", code="bad_file") from exc
     audit.record(
         session,
         actor,

@@ -1,15 +1,17 @@
 """Schemathesis against the live app: every operation of the OpenAPI document, called with
 generated (valid and invalid) input under an admin key and under a bot key. No 5xx, every error in
 the one envelope, and every response as the document describes it (status codes, content types,
-bodies). Bounded (a few examples per operation, derandomized) so it stays within a minute or two;
+bodies), on both databases. Bounded (a few examples per operation, derandomized) so it stays within a minute or two;
 the worker is off, so fuzzed training runs and uploads only queue."""
 
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -25,15 +27,39 @@ from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
 from tests.fakes import ScriptedBackend
+from tests.support.databases import PG_ADMIN_URL, postgres_available
 
 ADMIN = "fuzz-admin-key-0123456789abcdef"
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Both databases (PostgreSQL refuses what SQLite stores, a NUL byte among them), one for the
+    whole module."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not postgres_available():
+        pytest.fail("PostgreSQL is not answering at 127.0.0.1:5432 (.ci/run starts it)")
+    name = f"sd_fuzz_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def app(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[Any]:
     config = Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=tmp_path_factory.mktemp("fuzz"),
+        database_url=database_url,
+        auto_migrate=True,
         admin_key=ADMIN,
         create_demo_bot=False,
         run_worker=False,

@@ -5,7 +5,9 @@ to anyone in production."""
 
 from __future__ import annotations
 
+import json
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.deps import SessionDep
 from api.services.access.staff_sessions import CSRF_HEADER, SESSION_COOKIE
 from api.settings import Settings
 from tests.api.conftest import Harness
@@ -177,6 +180,237 @@ def test_a_database_gone_is_503_with_a_retry_hint(postgres_url: str, tmp_path: P
         assert c.get("/readyz").status_code == 503
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:  # for the fixture's DROP
             conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def test_a_hung_database_is_a_prompt_503_not_a_hang(postgres_url: str, tmp_path: Path) -> None:
+    """The database server stops answering (a real PostgreSQL behind a proxy that freezes, as a
+    stopped or cut-off server does): every request is a 503 within seconds, not a hang, and the
+    service is back as soon as the server is."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.freezable_proxy import freezable_proxy
+
+    with freezable_proxy(("127.0.0.1", 5432)) as proxy:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            database_url=postgres_url.replace(":5432/", f":{proxy.port}/"),
+            database_timeout_s=1.0,
+            auto_migrate=True,
+            data_dir=tmp_path,
+            admin_key="p" * 32,
+            create_demo_bot=False,
+            access_cache_ttl_s=0,
+            run_worker=False,
+        )
+        admin_key = {"Authorization": f"Bearer {'p' * 32}"}
+        with TestClient(create_app(settings, backend=ScriptedBackend())) as c:
+            body = {"slug": "acme", "name": "A"}
+            assert c.post("/api/bots", headers=admin_key, json=body).status_code == 201
+            key = c.post("/api/keys", headers=admin_key, json={"bots": ["acme"]}).json()["key"]
+            auth = {"Authorization": f"Bearer {key}"}
+            chat = {"model": "acme", "messages": [{"role": "user", "content": "hi"}]}
+            assert c.post("/v1/chat/completions", headers=auth, json=chat).status_code == 200
+
+            proxy.freeze()
+            try:
+                # While a chat waits on the silent database, the server still serves the rest.
+                with ThreadPoolExecutor(1) as pool:
+                    waiting = pool.submit(
+                        lambda: c.post("/v1/chat/completions", headers=auth, json=chat)
+                    )
+                    time.sleep(0.5)
+                    started = time.monotonic()
+                    assert c.get("/healthz").status_code == 200
+                    assert time.monotonic() - started < 1
+                    assert_envelope(waiting.result(timeout=30), 503, "database_unavailable")
+                for call in (
+                    lambda: c.post("/v1/chat/completions", headers=auth, json=chat),
+                    lambda: c.get("/api/bots", headers=admin_key),
+                ):
+                    started = time.monotonic()
+                    error = assert_envelope(call(), 503, "database_unavailable")
+                    assert error["type"] == "service_unavailable"
+                    assert time.monotonic() - started < 15  # connect (5 s) + a silent command (2 s)
+                started = time.monotonic()
+                ready = c.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["checks"]["database"] != "ok"
+                assert time.monotonic() - started < 6
+            finally:
+                proxy.thaw()
+            r = wait_for(
+                lambda: (
+                    (r := c.post("/v1/chat/completions", headers=auth, json=chat)).status_code
+                    == 200
+                    and r
+                ),
+                timeout=30,
+                what="chat back after the database",
+            )
+            assert r.json()["choices"][0]["message"]["content"]
+            exchanges = c.get("/api/exchanges", headers=admin_key, params={"bot": "acme"}).json()
+            assert len(exchanges) >= 2  # before the hang and after it, both stored
+
+
+def test_a_command_the_database_never_answers_fails_and_drops_its_connection(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Mid-transaction, the server goes silent: the waiting command fails within the timeout plus
+    its grace, the connection is dropped, and the engine works again once the server does."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from api.db import make_engine
+    from tests.support.freezable_proxy import freezable_proxy
+
+    with freezable_proxy(("127.0.0.1", 5432)) as proxy:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            database_url=postgres_url.replace(":5432/", f":{proxy.port}/"),
+            database_timeout_s=1.0,
+            data_dir=tmp_path,
+        )
+        engine = make_engine(settings)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+                proxy.freeze()
+                started = time.monotonic()
+                with pytest.raises(OperationalError):
+                    conn.execute(text("SELECT 2"))
+                assert time.monotonic() - started < 5  # 1 s timeout + 1 s grace, sampled
+            proxy.thaw()
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 3")).scalar() == 3
+            assert engine.pool.checkedout() == 0
+        finally:
+            proxy.thaw()
+            engine.dispose()
+
+
+def test_a_command_past_the_database_timeout_is_cancelled(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from api.db import make_engine
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=postgres_url, database_timeout_s=0.5, data_dir=tmp_path
+    )
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            started = time.monotonic()
+            with pytest.raises(OperationalError, match="statement timeout"):
+                conn.execute(text("SELECT pg_sleep(10)"))
+            assert time.monotonic() - started < 5
+        with engine.connect() as conn:  # the connection is fine afterwards
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_nul_characters_are_a_400_on_either_database_and_nothing_is_stored(
+    harness: Harness,
+) -> None:
+    """PostgreSQL stores no NUL in text and SQLite does: one rule for both, at the door."""
+    c, stored = harness.client, harness.exchange_count()
+    chat = {"model": "acme", "messages": [{"role": "user", "content": "a\x00b"}]}
+    error = assert_envelope(
+        c.post("/v1/chat/completions", headers=harness.auth(), json=chat), 400, "nul_character"
+    )
+    assert "NUL" in error["message"] and error["param"] == "messages.0.content"
+    assert harness.exchange_count() == stored
+    assert_envelope(
+        c.post("/api/bots", headers=admin(harness), json={"slug": "nul", "name": "a\x00"}),
+        400,
+        "nul_character",
+    )
+    assert "nul" not in [b["slug"] for b in c.get("/api/bots", headers=admin(harness)).json()]
+    r = c.get("/api/bots/acme/datasets/x/rows?text=a%00", headers=admin(harness))
+    assert assert_envelope(r, 400, "nul_character")["param"] == "text"
+    assert_envelope(c.get("/api/bots/ac%00me", headers=admin(harness)), 400, "nul_character")
+    form = c.post(
+        "/review/login",
+        content=b"email=a%00&password=b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_envelope(form, 400, "nul_character")
+    # The six characters `\u0000` are text like any other.
+    chat["messages"][0]["content"] = "a\\u0000"
+    assert c.post("/v1/chat/completions", headers=harness.auth(), json=chat).status_code == 200
+
+    # In a file of rows, a NUL fails its own line; the file's other rows go in.
+    assert (
+        c.post("/api/bots/acme/datasets", headers=admin(harness), json={"name": "n"}).status_code
+        == 201
+    )
+    lines = [
+        json.dumps({"instruction": "Is it red?", "output": "Yes."}),
+        json.dumps({"instruction": "Is it \x00 blue?", "output": "No."}),
+    ]
+    r = c.post(
+        "/api/bots/acme/datasets/n/import",
+        headers=admin(harness),
+        files={"file": ("rows.jsonl", "\n".join(lines).encode())},
+    )
+    assert r.json() == {
+        "imported": 1,
+        "errors": [{"line": 2, "reason": "instruction: the text contains a NUL character"}],
+    }
+    # A file refused whole is named as the client named it, not by the server's temporary path.
+    r = c.post(
+        "/api/bots/acme/datasets/n/import",
+        headers=admin(harness),
+        files={"file": ("deep.json", b"[" * 100_000)},
+    )
+    message = assert_envelope(r, 400, "bad_file")["message"]
+    assert (
+        message.startswith("deep.json is not one JSON document")
+        and tempfile.gettempdir() not in message
+    )
+
+
+def test_a_value_the_database_refuses_is_a_400_and_rolls_back(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The last line behind the door's checks: whatever PostgreSQL refuses to store (here a NUL
+    that reached a route some other way) is a 400 in the envelope, with the transaction undone."""
+    from api.models import Bot
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=postgres_url,
+        auto_migrate=True,
+        data_dir=tmp_path,
+        admin_key="p" * 32,
+        create_demo_bot=False,
+    )
+    app = create_app(settings, backend=ScriptedBackend())
+
+    @app.post("/test-only/store")
+    def store(session: SessionDep) -> None:
+        session.add(Bot(id="bot_first", slug="first", name="fine"))
+        session.flush()
+        session.add(Bot(id="bot_second", slug="second", name=bytes([97, 0]).decode()))
+        session.flush()
+
+    with TestClient(app) as c:
+        r = c.post("/test-only/store")
+        assert assert_envelope(r, 400, "unstorable_value")["message"].startswith(
+            "A value cannot be stored: PostgreSQL text fields cannot contain NUL"
+        )
+        slugs = [
+            b["slug"]
+            for b in c.get("/api/bots", headers={"Authorization": f"Bearer {'p' * 32}"}).json()
+        ]
+        assert "first" not in slugs
 
 
 def test_a_bot_with_an_unknown_embedding_model_is_refused_at_creation(harness: Harness) -> None:
