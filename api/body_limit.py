@@ -4,11 +4,9 @@ arrives and cut off at the limit."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
+from api.errors import send_error
 
 
 class BodyTooLarge(Exception):
@@ -65,23 +63,10 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps(
-        error_body(
-            f"The request body is larger than {limit} bytes.",
-            "invalid_request_error",
-            None,
-            "request_too_large",
-        )
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+    await send_error(
+        send,
+        413,
+        f"The request body is larger than {limit} bytes.",
+        "request_too_large",
+        close=True,
     )
-    await send({"type": "http.response.body", "body": body})

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
+from api.errors import send_error
 
 # `\u0000` preceded by an even number of backslashes (`\\u0000` is the six characters, not a NUL).
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -101,22 +101,5 @@ def _json_param(body: bytes) -> str | None:
 
 
 async def _refuse(send: Send, where: str, param: str | None) -> None:
-    body = json.dumps(
-        error_body(
-            f"The request {where} contains a NUL character (U+0000); text may not hold one.",
-            "invalid_request_error",
-            param,
-            "nul_character",
-        )
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    message = f"The request {where} contains a NUL character (U+0000); text may not hold one."
+    await send_error(send, 400, message, "nul_character", param=param)

@@ -43,9 +43,11 @@ def postgres_server() -> None:
         pytest.fail("PostgreSQL is not answering at 127.0.0.1:5432 (.ci/run starts it)")
 
 
-@pytest.fixture
-def postgres_url(postgres_server: None) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (its SQLAlchemy URL), dropped afterwards."""
+    if not postgres_available():
+        pytest.fail("PostgreSQL is not answering at 127.0.0.1:5432 (.ci/run starts it)")
     name = f"sd_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -54,6 +56,13 @@ def postgres_url(postgres_server: None) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: None) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

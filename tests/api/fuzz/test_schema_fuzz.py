@@ -7,11 +7,9 @@ the worker is off, so fuzzed training runs and uploads only queue."""
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -27,7 +25,7 @@ from api.services.access.keys import create_key
 from api.services.bots.management import BotCreate, create_bot
 from api.settings import Settings
 from tests.fakes import ScriptedBackend
-from tests.support.databases import PG_ADMIN_URL, postgres_available
+from tests.support.databases import fresh_postgres_database
 
 ADMIN = "fuzz-admin-key-0123456789abcdef"
 
@@ -41,16 +39,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    if not postgres_available():
-        pytest.fail("PostgreSQL is not answering at 127.0.0.1:5432 (.ci/run starts it)")
-    name = f"sd_fuzz_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

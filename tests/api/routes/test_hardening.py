@@ -147,19 +147,25 @@ def test_api_map_and_metrics_are_closed_in_production(postgres_url: str, tmp_pat
         assert c.get("/openapi.json").status_code == 200 and c.get("/metrics").status_code == 200
 
 
+def _on_postgres(url: str, tmp_path: Path, **extra: Any) -> Settings:
+    """An app's settings on a PostgreSQL database, with the admin key `p` * 32."""
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=url,
+        auto_migrate=True,
+        data_dir=tmp_path,
+        admin_key="p" * 32,
+        create_demo_bot=False,
+        **extra,
+    )
+
+
 def test_a_database_gone_is_503_with_a_retry_hint(postgres_url: str, tmp_path: Path) -> None:
     import psycopg
 
     from tests.support.databases import PG_ADMIN_URL
 
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=postgres_url,
-        auto_migrate=True,
-        data_dir=tmp_path,
-        admin_key="p" * 32,
-        create_demo_bot=False,
-    )
+    settings = _on_postgres(postgres_url, tmp_path)
     with TestClient(create_app(settings, backend=ScriptedBackend())) as c:
         admin_key = {"Authorization": f"Bearer {'p' * 32}"}
         assert (
@@ -192,14 +198,10 @@ def test_a_hung_database_is_a_prompt_503_not_a_hang(postgres_url: str, tmp_path:
     from tests.support.freezable_proxy import freezable_proxy
 
     with freezable_proxy(("127.0.0.1", 5432)) as proxy:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            database_url=postgres_url.replace(":5432/", f":{proxy.port}/"),
+        settings = _on_postgres(
+            postgres_url.replace(":5432/", f":{proxy.port}/"),
+            tmp_path,
             database_timeout_s=1.0,
-            auto_migrate=True,
-            data_dir=tmp_path,
-            admin_key="p" * 32,
-            create_demo_bot=False,
             access_cache_ttl_s=0,
             run_worker=False,
         )
@@ -384,14 +386,7 @@ def test_a_value_the_database_refuses_is_a_400_and_rolls_back(
     that reached a route some other way) is a 400 in the envelope, with the transaction undone."""
     from api.models import Bot
 
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=postgres_url,
-        auto_migrate=True,
-        data_dir=tmp_path,
-        admin_key="p" * 32,
-        create_demo_bot=False,
-    )
+    settings = _on_postgres(postgres_url, tmp_path)
     app = create_app(settings, backend=ScriptedBackend())
 
     @app.post("/test-only/store")
