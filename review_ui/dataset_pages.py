@@ -213,7 +213,7 @@ def row_page(
             "next": following,
             "query": query,
             "error": error,
-            "split": row_service.split_of(record.id, dataset.validation_share),
+            "split": row_service.split_of(record.instruction, dataset.validation_share),
             "shortcuts": ROW_SHORTCUTS,
         },
     )

@@ -109,7 +109,7 @@ class RowOut(BaseModel):
                     "created_at",
                 )
             },
-            split=row_service.split_of(record.id, dataset.validation_share),
+            split=row_service.split_of(record.instruction, dataset.validation_share),
         )
 
 

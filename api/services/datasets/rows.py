@@ -39,9 +39,12 @@ def provenance_of(record: DatasetRow) -> Provenance:
     return Provenance.model_validate(record.provenance or {})
 
 
-def split_of(row_id: str, validation_share: float) -> Literal["train", "validation"]:
-    """A row's split: a function of its id and the dataset's fixed share, so it never moves."""
-    bucket = int(hashlib.sha256(row_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+def split_of(instruction: str, validation_share: float) -> Literal["train", "validation"]:
+    """A row's split: a function of its question (case and spacing aside) and the dataset's fixed
+    share. It never moves as rows come and go, the same rows split the same way every time, and
+    rows asking the same question share a split: a question held out is not also trained on."""
+    key = " ".join(instruction.casefold().split())
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
     return "validation" if bucket < validation_share else "train"
 
 

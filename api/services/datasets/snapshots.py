@@ -47,7 +47,7 @@ def _lines(dataset: Dataset, records: list[DatasetRow]) -> list[bytes]:
         orjson.dumps(
             {
                 "id": r.id,
-                "split": split_of(r.id, dataset.validation_share),
+                "split": split_of(r.instruction, dataset.validation_share),
                 "row": row_of(r).model_dump(mode="json"),
                 "provenance": provenance_of(r).model_dump(mode="json", exclude_none=True),
                 "status": r.status,
@@ -114,7 +114,7 @@ def create_snapshot(
     with tempfile.NamedTemporaryFile("wb", dir=folder, delete=False, suffix=".tmp") as tmp:
         tmp.write(b"\n".join(lines) + b"\n")
     os.replace(tmp.name, path)
-    splits = [split_of(r.id, dataset.validation_share) for r in records]
+    splits = [split_of(r.instruction, dataset.validation_share) for r in records]
     stats = _stats(records, [row_of(r) for r in records], splits, count_tokens)
     snapshot = DatasetSnapshot(
         id=new_id("snap"),

@@ -103,7 +103,7 @@ def rows_to_export(
         row_of(r)
         for r in records
         if (selection == "all" or r.status in TRAINABLE)
-        and (split is None or split_of(r.id, dataset.validation_share) == split)
+        and (split is None or split_of(r.instruction, dataset.validation_share) == split)
     ]
 
 
