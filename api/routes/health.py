@@ -12,9 +12,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.db import transaction
-from api.deps import bearer_token, bootstrap_admin_secret
-from api.errors import PermissionDenied
-from api.services.access.keys import authenticate
+from api.deps import admin_key, bearer_token, current_key
 
 router = APIRouter()
 READY_CHECK_S = 3.0
@@ -73,11 +71,7 @@ async def metrics(request: Request) -> Response:
 
             def check_admin() -> None:
                 with transaction(request.app.state.sessions) as session:
-                    key = authenticate(
-                        session, token, bootstrap_admin=bootstrap_admin_secret(settings)
-                    )
-                    if not key.is_admin:
-                        raise PermissionDenied("/metrics needs the metrics token or an admin key.")
+                    admin_key(current_key(request, session))  # the admin API's own check
 
             await run_in_threadpool(check_admin)
     return Response(

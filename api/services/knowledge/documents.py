@@ -245,6 +245,11 @@ def upload_name(filename: str | None, index: int) -> str | None:
     return name
 
 
+def _refused(source: str, reason: str, message: str) -> dict[str, Any]:
+    """An upload refused before parsing, as an ingest result reports it."""
+    return {"source": source, "status": "error", "reason": reason, "message": message}
+
+
 def _stage_and_ingest(
     hub_of: Callable[[], KnowledgeRegistry],
     sessions: Any,
@@ -262,23 +267,19 @@ def _stage_and_ingest(
         name = upload_name(filename, i)
         if name is None:
             rejected.append(
-                {
-                    "source": (filename or "")[:255].encode("utf-8", "replace").decode(),
-                    "status": "error",
-                    "reason": "bad_name",
-                    "message": "the file name is empty, '.', '..', too long (over 255 bytes) or "
-                    "holds control characters",
-                }
+                _refused(
+                    (filename or "")[:255].encode("utf-8", "replace").decode(),
+                    "bad_name",
+                    "the file name is empty, '.', '..', too long (over 255 bytes) or holds "
+                    "control characters",
+                )
             )
             continue
         if (size or 0) > settings.max_document_bytes:
             rejected.append(
-                {
-                    "source": name,
-                    "status": "error",
-                    "reason": "too_large",
-                    "message": f"{size} bytes; the limit is {settings.max_document_bytes}",
-                }
+                _refused(
+                    name, "too_large", f"{size} bytes; the limit is {settings.max_document_bytes}"
+                )
             )
             continue
         target = upload_dir / f"{i:04d}" / name
